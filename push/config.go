@@ -1,0 +1,133 @@
+package push
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Config configures a Server. The zero value of every field means its
+// default, filled in by New; Validate says what is wrong with a value.
+type Config struct {
+	// AllowedOrigins are host patterns (path.Match syntax, e.g.
+	// "app.example.com", "*.example.com") allowed as the Origin of a WebSocket
+	// upgrade and for CORS on the HTTP API. Same-origin requests are always
+	// allowed. Empty: same origin only.
+	AllowedOrigins []string
+
+	// MaxConnsPerUser caps the concurrent WebSockets one user may hold on this
+	// node. Default 32.
+	MaxConnsPerUser int
+	// MaxConns caps the WebSockets this node holds. Default 100,000.
+	MaxConns int
+
+	// QueueMessages and QueueBytes bound a connection's queue of frames not
+	// yet written. A connection past either is closed with 1013 and resumes
+	// with its cursor. Defaults 1,024 messages and 8 MiB.
+	QueueMessages int
+	QueueBytes    int
+
+	// WriteTimeout bounds each write to a client. Default 10s.
+	WriteTimeout time.Duration
+	// PingInterval is how often the server pings an idle client to find dead
+	// connections. Default 30s.
+	PingInterval time.Duration
+
+	// ReadLimit caps an inbound client frame; past it the connection closes
+	// with 1009. Default 16 KiB (a fresh token fits).
+	ReadLimit int64
+	// MaxReadIDs caps the ids of one "read" message or request. Default 1,000.
+	MaxReadIDs int
+	// MessageRate and MessageBurst bound client messages per connection
+	// (token bucket): past them the client gets an "error", and a client that
+	// keeps going is closed with 1008. Defaults 20/s and 60.
+	MessageRate  float64
+	MessageBurst int
+
+	// ReplayLimit caps the rows replayed to one reconnecting client. A client
+	// further behind gets a fresh snapshot instead (its ready frame carries
+	// "resync": true). Default 1,000.
+	ReplayLimit int
+	// CatchUpLimit caps the rows the listener reads from the table after it
+	// lost notifications (a reconnect); past it every client is asked to
+	// resume on its own (close 1013). Default 10,000.
+	CatchUpLimit int
+
+	// HeartbeatInterval is how often the node sends itself a NOTIFY to prove
+	// its LISTEN connection works; a listener that misses heartbeats for
+	// 3 intervals is reconnected. Default 2s.
+	HeartbeatInterval time.Duration
+	// ReconnectMin and ReconnectMax bound the listener's exponential,
+	// jittered reconnect backoff. Defaults 100ms and 10s.
+	ReconnectMin, ReconnectMax time.Duration
+
+	// StatementTimeout bounds every query pgpush runs. Default 10s.
+	StatementTimeout time.Duration
+
+	// Logger receives structured logs. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.MaxConnsPerUser, 32)
+	setDefault(&c.MaxConns, 100_000)
+	setDefault(&c.QueueMessages, 1024)
+	setDefault(&c.QueueBytes, 8<<20)
+	setDefault(&c.WriteTimeout, 10*time.Second)
+	setDefault(&c.PingInterval, 30*time.Second)
+	setDefault(&c.ReadLimit, 16<<10)
+	setDefault(&c.MaxReadIDs, 1000)
+	setDefault(&c.MessageRate, 20)
+	setDefault(&c.MessageBurst, 60)
+	setDefault(&c.ReplayLimit, 1000)
+	setDefault(&c.CatchUpLimit, 10_000)
+	setDefault(&c.HeartbeatInterval, 2*time.Second)
+	setDefault(&c.ReconnectMin, 100*time.Millisecond)
+	setDefault(&c.ReconnectMax, 10*time.Second)
+	setDefault(&c.StatementTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Validate reports every invalid field.
+func (c *Config) Validate() error {
+	var errs []error
+	positive := func(name string, ok bool) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	positive("MaxConnsPerUser", c.MaxConnsPerUser >= 0)
+	positive("MaxConns", c.MaxConns >= 0)
+	positive("QueueMessages", c.QueueMessages >= 0)
+	positive("QueueBytes", c.QueueBytes >= 0)
+	positive("WriteTimeout", c.WriteTimeout >= 0)
+	positive("PingInterval", c.PingInterval >= 0)
+	positive("ReadLimit", c.ReadLimit >= 0)
+	positive("MaxReadIDs", c.MaxReadIDs >= 0)
+	positive("MessageRate", c.MessageRate >= 0)
+	positive("ReplayLimit", c.ReplayLimit >= 0)
+	positive("HeartbeatInterval", c.HeartbeatInterval >= 0)
+	if c.ReconnectMax != 0 && c.ReconnectMin > c.ReconnectMax {
+		errs = append(errs, errors.New("ReconnectMin must not exceed ReconnectMax"))
+	}
+	for _, p := range c.AllowedOrigins {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, errors.New("AllowedOrigins has an empty pattern"))
+		}
+		if p == "*" {
+			errs = append(errs, errors.New(`AllowedOrigins "*" would let any site use your users' sessions; list the hosts`))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,361 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/pgpush/pgpush/db"
+)
+
+// Close codes of SPEC §4 that the library does not name.
+const (
+	statusTokenExpired websocket.StatusCode = 4001
+)
+
+// snapshotSize is how many of the newest rows a fresh connection's ready frame
+// carries.
+const snapshotSize = 20
+
+// replayPage is how many rows one replay query reads.
+const replayPage = 100
+
+// session is one WebSocket connection's state. Its writer (the goroutine that
+// runs serve) owns every write; one reader goroutine handles inbound frames.
+type session struct {
+	s       *Server
+	c       *conn
+	ws      *websocket.Conn
+	userID  string
+	limiter *rate.Limiter
+
+	// expiry carries a fresh token's expiry from the reader to the writer.
+	expiry chan time.Time
+}
+
+// serve runs the connection until it closes. cursor is nil for a connection
+// without ?cursor=.
+func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := ss.s
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		defer cancel()
+		ss.readLoop(ctx)
+	})
+
+	if err := ss.sync(ctx, cursor); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("initial sync failed", "user_id", ss.userID, "err", err)
+			ss.ws.Close(websocket.StatusInternalError, "could not read notifications; reconnect")
+		}
+		ss.ws.CloseNow()
+		return
+	}
+
+	var expiryC <-chan time.Time
+	var expiryTimer *time.Timer
+	setExpiry := func(t time.Time) {
+		if expiryTimer != nil {
+			expiryTimer.Stop()
+			expiryTimer, expiryC = nil, nil
+		}
+		if !t.IsZero() {
+			expiryTimer = time.NewTimer(time.Until(t))
+			expiryC = expiryTimer.C
+		}
+	}
+	setExpiry(exp)
+	defer setExpiry(time.Time{})
+
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+
+	var buf []frame
+	for {
+		select {
+		case <-ctx.Done():
+			ss.ws.CloseNow()
+			return
+		case <-ss.c.wake:
+			var code websocket.StatusCode
+			var reason string
+			buf, code, reason = ss.c.take(buf[:0])
+			if err := ss.writeFrames(ctx, buf); err != nil {
+				ss.ws.CloseNow()
+				return
+			}
+			clear(buf)
+			if code != 0 {
+				if code == websocket.StatusTryAgainLater {
+					s.metrics.slowClosed.Inc()
+				}
+				ss.ws.Close(code, reason)
+				return
+			}
+		case t := <-ss.expiry:
+			setExpiry(t)
+		case <-expiryC:
+			ss.ws.Close(statusTokenExpired, "token expired")
+			return
+		case <-ping.C:
+			wg.Go(func() {
+				pctx, cancelPing := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+				defer cancelPing()
+				if err := ss.ws.Ping(pctx); err != nil && ctx.Err() == nil {
+					cancel() // dead peer: no pong within the timeout
+				}
+			})
+		}
+	}
+}
+
+func (ss *session) writeFrames(ctx context.Context, frames []frame) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
+	defer cancel()
+	for _, f := range frames {
+		if err := ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
+			return err
+		}
+		if !f.at.IsZero() {
+			ss.s.metrics.delivered.Inc()
+			ss.s.metrics.latency.Observe(time.Since(f.at).Seconds())
+		}
+	}
+	return nil
+}
+
+func (ss *session) write(ctx context.Context, b []byte) error {
+	return ss.writeFrames(ctx, []frame{{b: b}})
+}
+
+// sync brings the client up to date before "ready": a snapshot of the newest
+// rows for a fresh connection, or a replay of what it missed for a resume.
+// The connection is already registered with the hub, so live events that
+// arrive meanwhile wait in its queue and follow "ready"; an overlap with the
+// replay is harmless because clients de-duplicate by id.
+func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
+	s := ss.s
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	state, err := s.q.NotificationSyncState(qctx, ss.userID)
+	if err != nil {
+		return fmt.Errorf("sync state: %w", err)
+	}
+	xmin := Cursor(state.Xmin)
+	if cursor == nil {
+		return ss.snapshot(ctx, state.Unread, xmin, false)
+	}
+	since := *cursor
+	// A cursor from the future (another database, a restored backup, a
+	// failover that lost transactions) cannot be trusted: start afresh.
+	if uint64(since) > uint64(state.Xmax) {
+		return ss.snapshot(ctx, state.Unread, xmin, true)
+	}
+	n, err := s.q.NotificationReplayCount(qctx, db.NotificationReplayCountParams{
+		UserID: ss.userID, Since: int64(since), RowLimit: int32(s.cfg.ReplayLimit + 1),
+	})
+	if err != nil {
+		return fmt.Errorf("count replay: %w", err)
+	}
+	if n > int64(s.cfg.ReplayLimit) {
+		s.metrics.resyncs.Inc()
+		return ss.snapshot(ctx, state.Unread, xmin, true)
+	}
+	var afterXid, afterID int64
+	for sent := int64(0); sent < n; {
+		pctx, cancelPage := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+		rows, err := s.q.NotificationReplay(pctx, db.NotificationReplayParams{
+			Since: int64(since), UserID: ss.userID, AfterXid: afterXid, AfterID: afterID,
+			RowLimit: replayPage,
+		})
+		cancelPage()
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		if len(rows) == 0 {
+			break
+		}
+		for i := range rows {
+			typ := "updated"
+			if rows[i].Created {
+				typ = "created"
+			}
+			// Every replayed frame carries the cursor the client came with:
+			// a client cut off mid-replay resumes from the same place.
+			if err := ss.write(ctx, rowFrame(typ, &rows[i].Notification, state.Unread, since)); err != nil {
+				return err
+			}
+		}
+		last := rows[len(rows)-1].Notification
+		afterXid, afterID = int64(last.ChangedXid.Uint64), last.ID
+		sent += int64(len(rows))
+	}
+	ready := max(since, xmin)
+	return ss.write(ctx, readyFrame(ss.userID, state.Unread, ready, nil, false, false))
+}
+
+func (ss *session) snapshot(ctx context.Context, unread int64, cur Cursor, resync bool) error {
+	s := ss.s
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	rows, err := s.q.NotificationListBefore(qctx, db.NotificationListBeforeParams{
+		UserID: ss.userID, Before: math.MaxInt64, RowLimit: snapshotSize,
+	})
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	list := make([]db.Notification, len(rows))
+	for i := range rows {
+		list[i] = rows[i].Notification
+	}
+	return ss.write(ctx, readyFrame(ss.userID, unread, cur, list, true, resync))
+}
+
+// clientMessage is any message a client sends (SPEC §4).
+type clientMessage struct {
+	Type  string  `json:"type"`
+	IDs   []int64 `json:"ids"`
+	Token string  `json:"token"`
+}
+
+// Error codes of "error" frames.
+const (
+	codeBadMessage  = "bad_message"
+	codeUnknownType = "unknown_type"
+	codeRateLimited = "rate_limited"
+	codeTooManyIDs  = "too_many_ids"
+	codeBadToken    = "bad_token"
+	codeInternal    = "internal"
+)
+
+// decodeClientMessage parses one inbound frame. It never panics and rejects
+// what is not one well-formed JSON object of a known type.
+func decodeClientMessage(b []byte, maxIDs int) (clientMessage, string, string) {
+	var m clientMessage
+	if !utf8.Valid(b) {
+		return m, codeBadMessage, "message is not valid UTF-8"
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, codeBadMessage, "message is not a JSON object of the protocol: " + jsonProblem(err)
+	}
+	switch m.Type {
+	case "ping", "read_all":
+	case "read":
+		if len(m.IDs) == 0 {
+			return m, codeBadMessage, `"read" needs a non-empty "ids" array`
+		}
+		if len(m.IDs) > maxIDs {
+			return m, codeTooManyIDs, fmt.Sprintf(`"read" takes at most %d ids`, maxIDs)
+		}
+	case "auth":
+		if m.Token == "" {
+			return m, codeBadMessage, `"auth" needs a "token"`
+		}
+	case "":
+		return m, codeBadMessage, `message has no "type"`
+	default:
+		return m, codeUnknownType, fmt.Sprintf("unknown message type %q", truncate(m.Type, 32))
+	}
+	return m, "", ""
+}
+
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q has the wrong type", typeErr.Field)
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return "invalid JSON"
+	}
+	return "invalid JSON"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// readLoop handles inbound frames until the connection fails. Marking read is
+// an UPDATE; its result reaches this and every other connection of the user
+// through the trigger, like any other writer's.
+func (ss *session) readLoop(ctx context.Context) {
+	s := ss.s
+	strikes := 0
+	for {
+		typ, b, err := ss.ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		if !ss.limiter.Allow() {
+			strikes++
+			if strikes > s.cfg.MessageBurst {
+				ss.c.close(websocket.StatusPolicyViolation, "too many messages")
+				return
+			}
+			if strikes == 1 {
+				ss.reply(errorFrame(codeRateLimited, "too many messages; slow down"))
+			}
+			continue
+		}
+		strikes = 0
+		if typ != websocket.MessageText {
+			ss.reply(errorFrame(codeBadMessage, "binary frames are not part of the protocol"))
+			continue
+		}
+		m, code, msg := decodeClientMessage(b, s.cfg.MaxReadIDs)
+		if code != "" {
+			ss.reply(errorFrame(code, msg))
+			continue
+		}
+		switch m.Type {
+		case "ping":
+			ss.reply(pongFrame)
+		case "read", "read_all":
+			if _, _, err := s.markRead(ctx, ss.userID, m.IDs, m.Type == "read_all"); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("mark read failed", "user_id", ss.userID, "err", err)
+				ss.reply(errorFrame(codeInternal, "could not mark read; try again"))
+			}
+		case "auth":
+			claims, err := s.verifier.Verify(m.Token)
+			switch {
+			case err != nil:
+				ss.reply(errorFrame(codeBadToken, tokenProblem(err)))
+			case claims.Subject != ss.userID:
+				ss.reply(errorFrame(codeBadToken, "token is for another user"))
+			default:
+				select {
+				case ss.expiry <- claims.ExpiresAt:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}
+}
+
+// reply queues a frame for the writer. Replies share the connection's bounded
+// queue, so a client that floods and never reads is closed like any slow one.
+func (ss *session) reply(b []byte) {
+	ss.c.enqueue(frame{b: b})
+}

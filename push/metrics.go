@@ -1,0 +1,75 @@
+package push
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the Server's Prometheus collectors, on a registry of its own so
+// that several servers can live in one process (tests, bench). User ids are
+// never labels: their number is unbounded.
+type metrics struct {
+	registry    *prometheus.Registry
+	connections prometheus.GaugeFunc
+	delivered   prometheus.Counter
+	latency     prometheus.Histogram
+	fetch       prometheus.Histogram
+	listenerUp  prometheus.Gauge
+	reconnects  prometheus.Counter
+	catchUps    prometheus.Counter
+	dropped     prometheus.Counter
+	badHints    prometheus.Counter
+	slowClosed  prometheus.Counter
+	resyncs     prometheus.Counter
+	rejected    *prometheus.CounterVec
+}
+
+func newMetrics(connections func() float64) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		connections: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pgpush_connections", Help: "Open WebSocket connections.",
+		}, connections),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_events_delivered_total", Help: "Live created/updated/deleted frames written to clients.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgpush_delivery_latency_seconds",
+			Help:    "From a notification's arrival at the listener (just after its commit) to its frame written to a client.",
+			Buckets: []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1, 2, 5},
+		}),
+		fetch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgpush_fetch_duration_seconds",
+			Help:    "Time to fetch the rows and unread counts behind one batch of hints.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		listenerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgpush_listener_connected", Help: "1 while the LISTEN connection is up.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_listener_reconnects_total", Help: "Times the LISTEN connection was lost.",
+		}),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_catchups_total", Help: "Reads of missed rows from the table after a reconnect or overflow.",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_notifications_dropped_total", Help: "Notifications dropped because the dispatcher was behind (recovered by a catch-up).",
+		}),
+		badHints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_notifications_malformed_total", Help: "Notifications on the channel whose payload was not a pgpush hint.",
+		}),
+		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_slow_consumer_closes_total", Help: "Connections closed with 1013 because their queue was full.",
+		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_resume_resyncs_total", Help: "Resumes too far behind to replay, answered with a fresh snapshot.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgpush_requests_rejected_total", Help: "Requests refused, by reason.",
+		}, []string{"reason"}),
+	}
+	m.registry.MustRegister(m.connections, m.delivered, m.latency, m.fetch, m.listenerUp,
+		m.reconnects, m.catchUps, m.dropped, m.badHints, m.slowClosed, m.resyncs, m.rejected,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
