@@ -210,4 +210,3 @@ func listJSON(list []db.Notification, unread int64, next int64) []byte {
 	}
 	return append(b, '}')
 }
-

@@ -170,4 +170,3 @@ func (s *Server) markRead(ctx context.Context, userID string, ids []int64, all b
 	r, err := s.q.NotificationMarkRead(ctx, db.NotificationMarkReadParams{UserID: userID, Ids: ids})
 	return r.Updated, r.Unread, err
 }
-
