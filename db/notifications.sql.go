@@ -20,62 +20,6 @@ func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
 	return schema, err
 }
 
-const notificationCatchUp = `-- name: NotificationCatchUp :many
-SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid,
-       (created_xid >= ($1::bigint)::text::xid8) AS created
-FROM notifications
-WHERE user_id = ANY($2::text[]) AND changed_xid >= ($1::bigint)::text::xid8
-ORDER BY changed_xid, id
-LIMIT $3
-`
-
-type NotificationCatchUpParams struct {
-	Since    int64
-	UserIds  []string
-	RowLimit int32
-}
-
-type NotificationCatchUpRow struct {
-	Notification Notification
-	Created      bool
-}
-
-// Rows of the given users written at or above since: what a listener that was
-// disconnected may have missed. Bounded by row_limit; past it pgpush asks
-// clients to resume on their own.
-func (q *Queries) NotificationCatchUp(ctx context.Context, arg NotificationCatchUpParams) ([]NotificationCatchUpRow, error) {
-	rows, err := q.db.Query(ctx, notificationCatchUp, arg.Since, arg.UserIds, arg.RowLimit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []NotificationCatchUpRow
-	for rows.Next() {
-		var i NotificationCatchUpRow
-		if err := rows.Scan(
-			&i.Notification.ID,
-			&i.Notification.UserID,
-			&i.Notification.Kind,
-			&i.Notification.Title,
-			&i.Notification.Body,
-			&i.Notification.Url,
-			&i.Notification.Data,
-			&i.Notification.CreatedAt,
-			&i.Notification.ReadAt,
-			&i.Notification.CreatedXid,
-			&i.Notification.ChangedXid,
-			&i.Created,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const notificationHeartbeat = `-- name: NotificationHeartbeat :exec
 SELECT pg_notify($1::text,
     '{"v":1,"op":"h","xmin":' || pg_snapshot_xmin(pg_current_snapshot())::text

@@ -50,10 +50,6 @@ type Config struct {
 	// further behind gets a fresh snapshot instead (its ready frame carries
 	// "resync": true). Default 1,000.
 	ReplayLimit int
-	// CatchUpLimit caps the rows the listener reads from the table after it
-	// lost notifications (a reconnect); past it every client is asked to
-	// resume on its own (close 1013). Default 10,000.
-	CatchUpLimit int
 
 	// HeartbeatInterval is how often the node sends itself a NOTIFY to prove
 	// its LISTEN connection works; a listener that misses heartbeats for
@@ -82,7 +78,6 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MessageRate, 20)
 	setDefault(&c.MessageBurst, 60)
 	setDefault(&c.ReplayLimit, 1000)
-	setDefault(&c.CatchUpLimit, 10_000)
 	setDefault(&c.HeartbeatInterval, 2*time.Second)
 	setDefault(&c.ReconnectMin, 100*time.Millisecond)
 	setDefault(&c.ReconnectMax, 10*time.Second)

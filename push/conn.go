@@ -82,27 +82,28 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
 
-	var buf []frame
+	var p pending
 	for {
 		select {
 		case <-ctx.Done():
 			ss.ws.CloseNow()
 			return
 		case <-ss.c.wake:
-			var code websocket.StatusCode
-			var reason string
-			buf, code, reason = ss.c.take(buf[:0])
-			if err := ss.writeFrames(ctx, buf); err != nil {
-				ss.ws.CloseNow()
+			ss.c.take(&p)
+			if err := ss.writeFrames(ctx, p.frames); err != nil {
+				ss.writeFailed(err)
 				return
 			}
-			clear(buf)
-			if code != 0 {
-				if code == websocket.StatusTryAgainLater {
-					s.metrics.slowClosed.Inc()
-				}
-				ss.ws.Close(code, reason)
+			clear(p.frames)
+			if p.closeCode != 0 {
+				ss.ws.Close(p.closeCode, p.closeReason)
 				return
+			}
+			if p.replay {
+				if err := ss.catchUp(ctx, p.since); err != nil {
+					ss.writeFailed(err)
+					return
+				}
 			}
 		case t := <-ss.expiry:
 			setExpiry(t)
@@ -119,6 +120,30 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 			})
 		}
 	}
+}
+
+// writeFailed ends a connection whose write failed. A write that timed out
+// means a client that stopped reading: it is told (if the close frame still
+// gets through) to come back with its cursor.
+func (ss *session) writeFailed(err error) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		ss.s.metrics.slowClosed.Inc()
+		ss.ws.Close(websocket.StatusTryAgainLater, "too far behind; reconnect with your cursor")
+	}
+	ss.ws.CloseNow()
+}
+
+// catchUp replays the user's rows written at or above since, for a
+// connection that fell behind or whose notifications were lost.
+func (ss *session) catchUp(ctx context.Context, since Cursor) error {
+	qctx, cancel := context.WithTimeout(ctx, ss.s.cfg.StatementTimeout)
+	unread, err := ss.s.q.NotificationUnreadCount(qctx, ss.userID)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("unread count: %w", err)
+	}
+	ss.s.metrics.catchUps.Inc()
+	return ss.replay(ctx, since, unread, math.MaxInt64)
 }
 
 func (ss *session) writeFrames(ctx context.Context, frames []frame) error {
@@ -176,37 +201,50 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		s.metrics.resyncs.Inc()
 		return ss.snapshot(ctx, state.Unread, xmin, true)
 	}
+	if err := ss.replay(ctx, since, state.Unread, n); err != nil {
+		return err
+	}
+	ready := max(since, xmin)
+	ss.c.synced(ready)
+	return ss.write(ctx, readyFrame(ss.userID, state.Unread, ready, nil, false, false))
+}
+
+// replay writes, page by page, up to limit of the user's rows written at or
+// above since, in (changed_xid, id) order, as "created" (inserted at or above
+// since) or "updated". Every frame carries since: a client cut off halfway
+// resumes from the same place.
+func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64) error {
+	s := ss.s
 	var afterXid, afterID int64
-	for sent := int64(0); sent < n; {
-		pctx, cancelPage := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	for sent := int64(0); sent < limit; {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 		rows, err := s.q.NotificationReplay(pctx, db.NotificationReplayParams{
 			Since: int64(since), UserID: ss.userID, AfterXid: afterXid, AfterID: afterID,
-			RowLimit: replayPage,
+			RowLimit: int32(min(replayPage, limit-sent)),
 		})
-		cancelPage()
+		cancel()
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
 		if len(rows) == 0 {
-			break
+			return nil
 		}
+		frames := make([]frame, len(rows))
 		for i := range rows {
 			typ := "updated"
 			if rows[i].Created {
 				typ = "created"
 			}
-			// Every replayed frame carries the cursor the client came with:
-			// a client cut off mid-replay resumes from the same place.
-			if err := ss.write(ctx, rowFrame(typ, &rows[i].Notification, state.Unread, since)); err != nil {
-				return err
-			}
+			frames[i] = frame{b: rowFrame(typ, &rows[i].Notification, unread, since)}
+		}
+		if err := ss.writeFrames(ctx, frames); err != nil {
+			return err
 		}
 		last := rows[len(rows)-1].Notification
 		afterXid, afterID = int64(last.ChangedXid.Uint64), last.ID
 		sent += int64(len(rows))
 	}
-	ready := max(since, xmin)
-	return ss.write(ctx, readyFrame(ss.userID, state.Unread, ready, nil, false, false))
+	return nil
 }
 
 func (ss *session) snapshot(ctx context.Context, unread int64, cur Cursor, resync bool) error {
@@ -223,6 +261,7 @@ func (ss *session) snapshot(ctx context.Context, unread int64, cur Cursor, resyn
 	for i := range rows {
 		list[i] = rows[i].Notification
 	}
+	ss.c.synced(cur)
 	return ss.write(ctx, readyFrame(ss.userID, unread, cur, list, true, resync))
 }
 

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/pgpush/pgpush/db"
 )
 
@@ -193,17 +191,18 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 				}
 				b = rowFrame(typ, n, unread, d.w)
 			}
-			hub.deliver(r.UserID, frame{b: b, at: it.at})
+			hub.deliver(r.UserID, frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"})
 		}
 	}
 	return nil
 }
 
 // catchUp runs after notifications may have been lost (the listener
-// reconnected, or its queue overflowed): it reads from the table every row of
-// a connected user written at or above the watermark and routes it. Frames
-// carry the old watermark, since a client cut off halfway must resume from
-// before the gap; the watermark then advances to an xmin read before the rows.
+// reconnected, or its queue overflowed). Every connection is marked behind
+// from the watermark, so each replays its own user's rows from the table, in
+// pages, at its own pace; then the watermark advances to an xmin read now,
+// below which every transaction has committed and is visible to those
+// replays.
 func (d *dispatcher) catchUp(ctx context.Context) error {
 	s := d.s
 	qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
@@ -212,41 +211,9 @@ func (d *dispatcher) catchUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	users := s.hub.userIDs()
-	if len(users) > 0 {
-		rows, err := s.q.NotificationCatchUp(qctx, db.NotificationCatchUpParams{
-			Since: int64(d.w), UserIds: users, RowLimit: int32(s.cfg.CatchUpLimit + 1),
-		})
-		if err != nil {
-			return err
-		}
-		if len(rows) > s.cfg.CatchUpLimit {
-			s.log.Warn("too much missed to catch up; asking clients to resume", "connections", s.hub.count())
-			s.hub.closeAll(websocket.StatusTryAgainLater, "missed too much; reconnect with your cursor")
-		} else if len(rows) > 0 {
-			counts, err := s.q.NotificationUnreadCounts(qctx, users)
-			if err != nil {
-				return err
-			}
-			unread := make(map[string]int64, len(counts))
-			for _, c := range counts {
-				unread[c.UserID] = c.Unread
-			}
-			now := time.Now()
-			for i := range rows {
-				typ := "updated"
-				if rows[i].Created {
-					typ = "created"
-				}
-				n := &rows[i].Notification
-				s.hub.deliver(n.UserID, frame{b: rowFrame(typ, n, unread[n.UserID], d.w), at: now})
-			}
-		}
-		if len(rows) > 0 {
-			s.log.Info("caught up from the table", "rows", len(rows))
-		}
-	}
-	s.metrics.catchUps.Inc()
+	// Before the first connect there is no watermark: connections replay
+	// from their own ready cursors (markBehind with 0).
+	s.hub.markAllBehind(d.w)
 	d.w = max(d.w, Cursor(xmin))
 	return nil
 }

@@ -75,7 +75,7 @@ func (h *hub) connected(userID string) bool {
 }
 
 // deliver queues frame to every connection of userID and returns how many
-// took it. A connection whose queue is full is closed with 1013 instead.
+// took it (a connection that is behind drops it and replays it later).
 func (h *hub) deliver(userID string, f frame) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -97,6 +97,18 @@ func (h *hub) userIDs() []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// markAllBehind makes every connection replay its rows from since (0: from
+// its own last cursor).
+func (h *hub) markAllBehind(since Cursor) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, list := range h.users {
+		for _, c := range list {
+			c.markBehind(since)
+		}
+	}
 }
 
 // closeAll asks every connection to close with code.
@@ -123,58 +135,109 @@ type frame struct {
 	// at is when the notification behind a live frame reached the listener
 	// (zero for other frames); it feeds the delivery latency histogram.
 	at time.Time
+	// cur is the cursor the frame carries (zero for frames without one).
+	cur Cursor
+	// deleted marks a "deleted" frame, which is kept even while the
+	// connection is behind: a replay from the table cannot show a deletion.
+	deleted bool
 }
 
-// conn is the hub's side of one WebSocket: a bounded queue of frames and a
-// close request, both drained by the connection's writer. It is safe for
-// concurrent use.
+// conn is the hub's side of one WebSocket: a bounded queue of frames drained
+// by the connection's writer, and a close request. It is safe for concurrent
+// use.
+//
+// When the queue is full the connection falls "behind" instead of growing the
+// queue: frames are dropped until the writer has drained the queue, and the
+// writer then replays the user's rows from the table, starting at the cursor
+// of the last frame it accepted. Every dropped frame came from a notification
+// processed after that one, so its transaction is at or above that cursor and
+// the replay contains its row (see dispatcher for why). A client that reads
+// slowly is thus caught up at its own pace from the table, never from server
+// memory; one that stops reading is closed when a write times out.
 type conn struct {
 	userID    string
 	maxFrames int
 	maxBytes  int
 
-	// wake has room for one signal: "the queue or the close request changed".
+	// wake has room for one signal: "the queue or the state changed".
 	wake chan struct{}
 
 	mu          sync.Mutex
 	queue       []frame
 	queueBytes  int
+	lastCur     Cursor // cursor of the last frame accepted
+	behind      bool
+	behindSince Cursor
 	closeCode   websocket.StatusCode // non-zero once a close was requested
 	closeReason string
-	onOverflow  func()
 }
 
 func newConn(userID string, maxFrames, maxBytes int) *conn {
 	return &conn{userID: userID, maxFrames: maxFrames, maxBytes: maxBytes, wake: make(chan struct{}, 1)}
 }
 
-// enqueue appends f unless the connection is closing. A full queue turns into
-// a close with 1013: the client resumes with its cursor rather than the server
-// buffering without bound. One frame larger than the byte bound is still
-// accepted into an empty queue, so a big row is delivered, not refused.
+// enqueue appends f, or drops it when the connection is behind or closing. It
+// reports whether f was queued.
 func (c *conn) enqueue(f frame) bool {
 	c.mu.Lock()
 	if c.closeCode != 0 {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.maxFrames || (len(c.queue) > 0 && c.queueBytes+len(f.b) > c.maxBytes) {
+	full := len(c.queue) >= c.maxFrames || (len(c.queue) > 0 && c.queueBytes+len(f.b) > c.maxBytes)
+	switch {
+	case f.deleted && len(c.queue) < 4*c.maxFrames:
+		// Deletions are small and cannot be replayed; keep them.
+	case full && f.deleted:
 		c.closeCode = websocket.StatusTryAgainLater
 		c.closeReason = "too far behind; reconnect with your cursor"
-		c.queue, c.queueBytes = nil, 0
-		overflow := c.onOverflow
 		c.mu.Unlock()
-		if overflow != nil {
-			overflow()
-		}
+		c.signal()
+		return false
+	case c.behind:
+		c.mu.Unlock()
+		return false
+	case full:
+		c.behind, c.behindSince = true, c.lastCur
+		c.mu.Unlock()
 		c.signal()
 		return false
 	}
 	c.queue = append(c.queue, f)
 	c.queueBytes += len(f.b)
+	if f.cur != 0 {
+		c.lastCur = f.cur
+	}
 	c.mu.Unlock()
 	c.signal()
 	return true
+}
+
+// markBehind makes the writer replay the user's rows from since once it has
+// drained its queue: the dispatcher calls it after notifications were lost.
+// since 0 means the connection's own last cursor; a connection without one is
+// still in its initial sync, which reads the table after this point anyway.
+func (c *conn) markBehind(since Cursor) {
+	c.mu.Lock()
+	if since == 0 {
+		if since = c.lastCur; since == 0 {
+			c.mu.Unlock()
+			return
+		}
+	}
+	if !c.behind || since < c.behindSince {
+		c.behindSince = since
+	}
+	c.behind = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+// synced records the cursor of the connection's ready frame.
+func (c *conn) synced(cur Cursor) {
+	c.mu.Lock()
+	c.lastCur = max(c.lastCur, cur)
+	c.mu.Unlock()
 }
 
 // close requests that the writer close the connection with code; the first
@@ -195,11 +258,25 @@ func (c *conn) signal() {
 	}
 }
 
-// take moves the queued frames into buf and reports a pending close request.
-func (c *conn) take(buf []frame) ([]frame, websocket.StatusCode, string) {
+// pending is what the writer takes from a conn in one go.
+type pending struct {
+	frames      []frame
+	closeCode   websocket.StatusCode
+	closeReason string
+	// replay is set when the connection was behind: after writing frames,
+	// the writer replays rows from since. Taking it ends the behind state,
+	// so live frames queue again before the replay reads the table
+	// (subscribe before snapshot).
+	replay bool
+	since  Cursor
+}
+
+// take moves the queued frames into p.frames (reusing its array) and reports
+// a pending close or replay.
+func (c *conn) take(p *pending) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	buf = append(buf, c.queue...)
+	p.frames = append(p.frames[:0], c.queue...)
 	clear(c.queue)
 	if cap(c.queue) > 64 {
 		c.queue = nil // let a burst's big backing array go
@@ -207,5 +284,7 @@ func (c *conn) take(buf []frame) ([]frame, websocket.StatusCode, string) {
 		c.queue = c.queue[:0]
 	}
 	c.queueBytes = 0
-	return buf, c.closeCode, c.closeReason
+	p.closeCode, p.closeReason = c.closeCode, c.closeReason
+	p.replay, p.since = c.behind, c.behindSince
+	c.behind = false
 }

@@ -32,6 +32,8 @@ type listener struct {
 	attempt   int          // owned by the listen goroutine
 	dropping  bool         // owned by the listen goroutine
 	started   bool         // owned by the listen goroutine
+	// firstConnect is closed once the first LISTEN is active.
+	firstConnect chan struct{}
 }
 
 func (l *listener) run(ctx context.Context) {
@@ -116,6 +118,7 @@ func (l *listener) HandleBacklog(ctx context.Context, channel string, conn *pgx.
 	l.s.metrics.listenerUp.Set(1)
 	if !l.started {
 		l.started = true
+		close(l.firstConnect)
 		l.s.log.Info("listening", "channel", l.channel, "node", l.node)
 	} else if !l.downSince.IsZero() {
 		l.s.log.Info("listener reconnected", "down_for", time.Since(l.downSince).Round(time.Millisecond).String())

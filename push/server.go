@@ -89,12 +89,19 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	node := make([]byte, 8)
 	rand.Read(node)
-	s.lis = &listener{s: s, channel: "pgpush." + schema, node: hex.EncodeToString(node)}
+	s.lis = &listener{s: s, channel: "pgpush." + schema, node: hex.EncodeToString(node), firstConnect: make(chan struct{})}
 	bg, stop := context.WithCancel(context.Background())
 	s.stopBg = stop
 	s.bg.Go(func() { s.disp.run(bg) })
 	s.bg.Go(func() { s.lis.run(bg) })
 	s.started = true
+	// Wait (bounded by ctx) for the first LISTEN, so that the node is
+	// ready when Start returns; if the database is slow, Start returns
+	// anyway and /readyz stays 503 until the listener connects.
+	select {
+	case <-s.lis.firstConnect:
+	case <-ctx.Done():
+	}
 	return nil
 }
 

@@ -52,17 +52,6 @@ WHERE user_id = @user_id
 ORDER BY changed_xid, id
 LIMIT @row_limit;
 
--- name: NotificationCatchUp :many
--- Rows of the given users written at or above since: what a listener that was
--- disconnected may have missed. Bounded by row_limit; past it pgpush asks
--- clients to resume on their own.
-SELECT sqlc.embed(notifications),
-       (created_xid >= (@since::bigint)::text::xid8) AS created
-FROM notifications
-WHERE user_id = ANY(@user_ids::text[]) AND changed_xid >= (@since::bigint)::text::xid8
-ORDER BY changed_xid, id
-LIMIT @row_limit;
-
 -- name: NotificationMarkRead :one
 -- Marks the user's listed rows read. The unread count is computed from the
 -- same snapshot as the update, so it is the count right after it.

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The full test suite: what CI runs (.ci/run) and what `make test` runs.
+# It installs PostgreSQL's server binaries and Chromium when missing, then runs
+# formatting, vet, staticcheck (pinned in tools/go.mod), the go.mod and sqlc
+# drift checks, the race-enabled tests (browser tests included) and short
+# fuzz runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "dependencies"
+scripts/deps.sh --browser
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "not gofmt-formatted:"; echo "$unformatted"; exit 1; fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+scripts/tool.sh staticcheck ./...
+
+step "go mod tidy"
+go mod tidy
+(cd tools && go mod tidy)
+git diff --exit-code -- go.mod go.sum tools/go.mod tools/go.sum
+
+step "sqlc generate"
+scripts/tool.sh sqlc generate
+git diff --exit-code -- db/
+if [ -n "$(git status --porcelain -- db/*.go)" ]; then
+  echo "sqlc generated files that are not checked in:"; git status --porcelain -- db/*.go; exit 1
+fi
+
+step "go test -race"
+export PGPUSH_REQUIRE_BROWSER=1
+go test -race -count=1 -timeout 20m ./...
+
+step "fuzz"
+go test -run='^$' -fuzz='^FuzzVerify$' -fuzztime=10s ./push/auth
+go test -run='^$' -fuzz='^FuzzDecodeClientMessage$' -fuzztime=10s ./push
+
+echo
+echo "all checks passed"
