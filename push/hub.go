@@ -88,17 +88,6 @@ func (h *hub) deliver(userID string, f frame) int {
 	return n
 }
 
-// userIDs returns the users with a connection here.
-func (h *hub) userIDs() []string {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	ids := make([]string, 0, len(h.users))
-	for id := range h.users {
-		ids = append(ids, id)
-	}
-	return ids
-}
-
 // markAllBehind makes every connection replay its rows from since (0: from
 // its own last cursor).
 func (h *hub) markAllBehind(since Cursor) {
