@@ -393,3 +393,15 @@ func TestAStatementOf100000RowsIsDeliveredInFull(t *testing.T) {
 		t.Fatalf("100,000 rows make %d notifications", sent)
 	}
 }
+
+func TestShutdownClosesConnectionsWith1001(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.dial("alice", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go e.srv.Shutdown(ctx)
+	if code := c.closed(); code != 1001 {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+}

@@ -301,20 +301,6 @@ func (c *client) nextMatching(what string, ok func(msg) bool) msg {
 	}
 }
 
-// quiet asserts that no frame arrives within d. It is used only to check
-// that something does NOT happen, after a positive event proved delivery
-// works.
-func (c *client) quiet(d time.Duration) {
-	c.t.Helper()
-	select {
-	case m, ok := <-c.frames:
-		if ok {
-			c.t.Fatalf("unexpected frame %s", m.Raw)
-		}
-	case <-time.After(d):
-	}
-}
-
 // closed waits for the server to close the connection and returns the code.
 func (c *client) closed() websocket.StatusCode {
 	c.t.Helper()
