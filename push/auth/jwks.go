@@ -217,8 +217,8 @@ func (j *jwksCache) key(t *jwt.Token) (any, error) {
 // within the limit are refused at once rather than queued.
 func (j *jwksCache) refreshForUnknownKID() {
 	_, _, _ = j.flight.Do("unknown-kid", func() (any, error) {
-		if !j.limiter.Allow() {
-			return nil, nil
+		if j.ctx.Err() != nil || !j.limiter.Allow() {
+			return nil, nil // closed, or rate limited
 		}
 		j.log.Debug("token names an unknown kid; fetching jwks")
 		if err := j.fetch(j.ctx); err != nil && j.ctx.Err() == nil {
