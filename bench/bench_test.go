@@ -1,0 +1,243 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/pgpush/pgpush/bench"
+	"github.com/pgpush/pgpush/db/pgcluster"
+	"github.com/pgpush/pgpush/migrations"
+)
+
+// serverBinary is the pgpush binary the runs start, built once by TestMain.
+var serverBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pgpush-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
+
+// build compiles ./cmd/pgpush from the module root into dir.
+func build(dir string) error {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	serverBinary = filepath.Join(dir, "pgpush")
+	cmd := exec.Command("go", "build", "-o", serverBinary, "./cmd/pgpush")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/pgpush: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// options returns scenario's defaults for a self-contained run of the
+// test binary.
+func options(t *testing.T, s bench.Scenario) bench.Options {
+	t.Helper()
+	o, err := bench.Defaults(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.ServerBinary = serverBinary
+	o.ProgressInterval = 0
+	o.DrainTimeout = 5 * time.Second
+	return o
+}
+
+// check runs o and asserts that every row arrived exactly once.
+func check(t *testing.T, o bench.Options) *bench.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
+	defer cancel()
+	res, err := bench.Run(ctx, o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	var summary strings.Builder
+	res.WriteSummary(&summary)
+	t.Logf("\n%s", summary.String())
+	if !res.OK {
+		t.Errorf("not OK: %v", res.Problems)
+	}
+	if res.Rows == 0 || res.Expected != res.Rows*int64(o.ConnsPerUser) {
+		t.Errorf("rows %d, expected deliveries %d; want %d rows × %d connections", res.Rows, res.Expected, res.Rows, o.ConnsPerUser)
+	}
+	if res.Delivered != res.Expected || res.Lost != 0 || res.Duplicated != 0 || res.Unexpected != 0 {
+		t.Errorf("delivered %d of %d, lost %d, duplicated %d, unexpected %d",
+			res.Delivered, res.Expected, res.Lost, res.Duplicated, res.Unexpected)
+	}
+	if res.Connections != o.Users*o.ConnsPerUser || res.ConnectSeconds <= 0 {
+		t.Errorf("connections %d in %fs; want %d", res.Connections, res.ConnectSeconds, o.Users*o.ConnsPerUser)
+	}
+	l := res.LatencyMs
+	if l == nil || l.Samples != int(res.Delivered) || !(l.Min > 0 && l.Min <= l.P50 && l.P50 <= l.P90 &&
+		l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
+		t.Errorf("latency %+v: want %d positive, ordered samples", l, res.Delivered)
+	}
+	if res.Server == nil || res.Server.CPUSeconds < 0 || res.Server.PeakRSSMiB <= 0 {
+		t.Errorf("server readings %+v", res.Server)
+	}
+	if res.Postgres == nil || res.Postgres.CPUSeconds < 0 {
+		t.Errorf("postgres readings %+v", res.Postgres)
+	}
+	return res
+}
+
+func TestSteady(t *testing.T) {
+	t.Parallel()
+	o := options(t, bench.Steady)
+	o.Users, o.Rate, o.Duration = 20, 200, time.Second
+	res := check(t, o)
+	if res.Rows != 200 || res.OfferedRate == nil || res.AchievedRate <= 0 || res.ScheduleLagMs == nil {
+		t.Errorf("rows %d, offered %v, achieved %f, lag %v", res.Rows, res.OfferedRate, res.AchievedRate, res.ScheduleLagMs)
+	}
+	if res.Mode != "self-contained" || res.PostgresDurable == nil || *res.PostgresDurable {
+		t.Errorf("mode %q, durable %v: want a self-contained, non-durable run", res.Mode, res.PostgresDurable)
+	}
+}
+
+func TestBurst(t *testing.T) {
+	t.Parallel()
+	o := options(t, bench.Burst)
+	o.Users, o.Rows = 20, 2000
+	res := check(t, o)
+	if b := res.Burst; b == nil || b.StatementMs <= 0 || b.LastMs < b.FirstMs || b.FirstMs <= 0 {
+		t.Errorf("burst %+v", b)
+	}
+}
+
+func TestIdle(t *testing.T) {
+	t.Parallel()
+	o := options(t, bench.Idle)
+	o.Users, o.Hold = 100, 200*time.Millisecond
+	o.ConnsPerSourceAddr = 40 // 127.0.0.1, .2 and .3, as 50,000 connections would
+	res := check(t, o)
+	if res.RSSPerConnKiB == nil {
+		t.Error("no RSS per connection")
+	}
+	if res.Parameters.SourceAddrs != 3 {
+		t.Errorf("%d source addresses; want 3", res.Parameters.SourceAddrs)
+	}
+}
+
+func TestFanout(t *testing.T) {
+	t.Parallel()
+	o := options(t, bench.Fanout)
+	o.Users, o.ConnsPerUser, o.Rate, o.Duration = 5, 3, 200, time.Second
+	res := check(t, o)
+	if res.FanoutSpreadMs == nil || res.FanoutSpreadMs.Samples != 200 {
+		t.Errorf("fan-out spread %+v: want one sample per row", res.FanoutSpreadMs)
+	}
+}
+
+// TestExternal measures a server the test started, as an operator would
+// point bench at theirs, and checks that the run's rows are removed after.
+func TestExternal(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	dbURL := c.URL("postgres")
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := migrations.Up(ctx, pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.Repeat("s", 32)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.Command(serverBinary, "serve", "--addr", addr)
+	srv.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PGPUSH_JWT_SECRET="+secret)
+	srv.Stderr = io.Discard
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+	})
+
+	o := options(t, bench.Steady)
+	o.ServerBinary = ""
+	o.Users, o.Rate, o.Duration = 10, 100, time.Second
+	o.URL, o.DatabaseURL, o.JWTSecret, o.ServerPID = "http://"+addr, dbURL, secret, srv.Process.Pid
+	res := check(t, o)
+	if res.Mode != "external" || res.PostgresDurable != nil || res.ServerPID != srv.Process.Pid {
+		t.Errorf("mode %q, durable %v, server pid %d", res.Mode, res.PostgresDurable, res.ServerPID)
+	}
+	if res.RowsDeleted != res.Rows {
+		t.Errorf("deleted %d rows; want the run's %d", res.RowsDeleted, res.Rows)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM notifications").Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d rows left in the table", left)
+	}
+}
+
+func TestValidateRefusesOtherHosts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ url, db string }{
+		{"http://192.0.2.1:8080", "postgres://127.0.0.1/x"},
+		{"http://127.0.0.1:8080", "postgres://db.example.com/x"},
+		{"https://localhost:8080", "postgres://127.0.0.1/x"},
+	} {
+		o, _ := bench.Defaults(bench.Steady)
+		o.URL, o.DatabaseURL, o.JWTSecret = tc.url, tc.db, strings.Repeat("s", 32)
+		if err := o.Validate(); err == nil {
+			t.Errorf("url %s, database %s: accepted", tc.url, tc.db)
+		}
+	}
+	o, _ := bench.Defaults(bench.Steady)
+	o.URL, o.DatabaseURL, o.JWTSecret = "http://[::1]:8080", "host=/tmp dbname=x", strings.Repeat("s", 32)
+	if err := o.Validate(); err != nil {
+		t.Errorf("loopback and Unix socket refused: %v", err)
+	}
+	o, _ = bench.Defaults(bench.Steady)
+	o.DatabaseURL = "postgres://127.0.0.1/x"
+	if err := o.Validate(); err == nil {
+		t.Error("--database-url without --url accepted")
+	}
+	if _, err := bench.Defaults("nope"); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}

@@ -1,0 +1,430 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Result is what a run measured; its JSON is `pgpush bench --json`'s record.
+// Times are in milliseconds or seconds as the field names say; a null field
+// was not measured (e.g. server CPU without a server pid).
+type Result struct {
+	Scenario Scenario `json:"scenario"`
+	RunID    string   `json:"run_id"`
+	// OK is false when rows were lost or duplicated, unexpected frames
+	// arrived, or connections closed early; Problems says which.
+	OK       bool     `json:"ok"`
+	Problems []string `json:"problems,omitempty"`
+	// Warnings are shortfalls that are not failures, such as an achieved
+	// rate below the offered one.
+	Warnings       []string  `json:"warnings,omitempty"`
+	StartedAt      time.Time `json:"started_at"`
+	ElapsedSeconds float64   `json:"elapsed_seconds"`
+
+	// Mode is "self-contained" (the run started PostgreSQL and the server)
+	// or "external".
+	Mode string `json:"mode"`
+	// PostgresDurable is false for the self-contained cluster (fsync and
+	// synchronous_commit off), null when unknown.
+	PostgresDurable *bool      `json:"postgres_durable"`
+	PostgresVersion string     `json:"postgres_version"`
+	ServerPID       int        `json:"server_pid,omitempty"`
+	Machine         Machine    `json:"machine"`
+	Parameters      Parameters `json:"parameters"`
+
+	// Connections is how many WebSockets were open; ConnectSeconds the time
+	// from the first dial until every one had its ready frame.
+	Connections    int     `json:"connections"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	// RSSPerConnKiB is (server RSS with the idle connections open − RSS
+	// before) / connections; idle only.
+	RSSPerConnKiB *float64 `json:"rss_per_conn_kib"`
+
+	// OfferedRate is the scheduled rows/s (steady, fanout); AchievedRate the
+	// committed rows per second from the first scheduled send to the last
+	// commit (for a burst, rows per second of the statement).
+	OfferedRate  *float64 `json:"offered_rate"`
+	AchievedRate float64  `json:"achieved_rate"`
+	// DeliveryRate is deliveries per second from the first send to the last
+	// arrival.
+	DeliveryRate float64 `json:"delivery_rate"`
+	// ScheduleLagMs is how late inserts were sent against their schedule;
+	// InsertMs how long each one-row INSERT took to return, commit included.
+	ScheduleLagMs *Latency `json:"schedule_lag_ms,omitempty"`
+	InsertMs      *Latency `json:"insert_ms,omitempty"`
+
+	// Rows is how many rows were committed; Expected = Σ rows × connections
+	// of their user; Delivered counts first arrivals; Lost = Expected −
+	// Delivered at the drain deadline; Duplicated counts second arrivals;
+	// Unexpected counts row frames a connection should not have had.
+	Rows        int64 `json:"rows"`
+	Expected    int64 `json:"expected"`
+	Delivered   int64 `json:"delivered"`
+	Lost        int64 `json:"lost"`
+	Duplicated  int64 `json:"duplicated"`
+	Unexpected  int64 `json:"unexpected"`
+	ClosedEarly int64 `json:"closed_early"`
+
+	// LatencyMs is per delivery: frame decoded minus just before the INSERT.
+	LatencyMs *Latency `json:"latency_ms"`
+	// FanoutSpreadMs is, per row, its last minus its first arrival among
+	// the connections of its user (fanout).
+	FanoutSpreadMs *Latency `json:"fanout_spread_ms,omitempty"`
+	// Burst times the one-statement insert (burst, and idle's liveness
+	// check).
+	Burst *BurstStats `json:"burst,omitempty"`
+
+	Server        *ServerStats   `json:"server"`
+	ServerMetrics *ServerMetrics `json:"server_metrics"`
+	Postgres      *PostgresStats `json:"postgres"`
+	// ClientCPUSeconds is the bench process's own CPU over the measured
+	// phase: it shares the machine with what it measures.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	// Load is how busy the whole machine was over the measured phase.
+	Load *Load `json:"load"`
+
+	ServerLogWarnings int      `json:"server_log_warnings"`
+	ServerLogTail     []string `json:"server_log_tail,omitempty"`
+	RowsDeleted       int64    `json:"rows_deleted,omitempty"`
+}
+
+// Machine describes the computer.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model,omitempty"`
+	MemoryMiB int64  `json:"memory_mib,omitempty"`
+	OS        string `json:"os"`
+	Kernel    string `json:"kernel,omitempty"`
+	Go        string `json:"go"`
+}
+
+// Parameters are the options that shape the load.
+type Parameters struct {
+	Users               int     `json:"users"`
+	ConnsPerUser        int     `json:"conns_per_user"`
+	Writers             int     `json:"writers,omitempty"`
+	Rate                float64 `json:"rate,omitempty"`
+	DurationSeconds     float64 `json:"duration_seconds,omitempty"`
+	Rows                int     `json:"rows"`
+	BodyBytes           int     `json:"body_bytes"`
+	HoldSeconds         float64 `json:"hold_seconds,omitempty"`
+	DialConcurrency     int     `json:"dial_concurrency"`
+	SourceAddrs         int     `json:"source_addrs"`
+	DrainTimeoutSeconds float64 `json:"drain_timeout_seconds"`
+}
+
+func parametersOf(o *Options) Parameters {
+	p := Parameters{
+		Users:               o.Users,
+		ConnsPerUser:        o.ConnsPerUser,
+		Rows:                o.rows(),
+		BodyBytes:           o.BodySize,
+		DialConcurrency:     o.DialConcurrency,
+		DrainTimeoutSeconds: o.DrainTimeout.Seconds(),
+	}
+	switch o.Scenario {
+	case Steady, Fanout:
+		p.Writers, p.Rate, p.DurationSeconds = o.Writers, o.Rate, o.Duration.Seconds()
+	case Idle:
+		p.HoldSeconds = o.Hold.Seconds()
+	}
+	return p
+}
+
+// Latency is a distribution in milliseconds. Percentiles are exact
+// (nearest rank over every sample).
+type Latency struct {
+	Samples int     `json:"samples"`
+	Min     float64 `json:"min"`
+	Mean    float64 `json:"mean"`
+	P50     float64 `json:"p50"`
+	P90     float64 `json:"p90"`
+	P99     float64 `json:"p99"`
+	P999    float64 `json:"p99_9"`
+	Max     float64 `json:"max"`
+}
+
+// BurstStats times a one-statement insert, from just before it was sent.
+type BurstStats struct {
+	StatementMs float64 `json:"statement_ms"` // until the INSERT returned
+	FirstMs     float64 `json:"first_ms"`     // until the first row arrived
+	LastMs      float64 `json:"last_ms"`      // until the last row arrived
+}
+
+// ServerStats are /proc readings of the server over the measured phase.
+type ServerStats struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUMicrosPerDelivery is CPUSeconds per delivered frame.
+	CPUMicrosPerDelivery *float64 `json:"cpu_us_per_delivery,omitempty"`
+	// PeakRSSMiB is VmHWM: the peak over the server's life.
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	RSSBeforeMiB float64 `json:"rss_before_mib"`
+	RSSAfterMiB  float64 `json:"rss_after_mib"`
+}
+
+// Load is the machine's CPU use over the measured phase, from /proc/stat.
+type Load struct {
+	WallSeconds    float64 `json:"wall_seconds"`
+	BusyCPUSeconds float64 `json:"busy_cpu_seconds"`
+	// BusyPercent is of all CPUs: 100 means every core was busy throughout.
+	BusyPercent float64 `json:"busy_percent"`
+	// OtherCPUSeconds is busy time that was neither the server, PostgreSQL
+	// nor the bench: other work on the machine, and the kernel's network
+	// processing outside process context. Null when the server or
+	// PostgreSQL could not be read.
+	OtherCPUSeconds *float64 `json:"other_cpu_seconds"`
+}
+
+// PostgresStats are /proc readings of the PostgreSQL cluster.
+type PostgresStats struct {
+	// CPUSeconds sums the postmaster and its children, live and exited.
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// latencyOf sorts ns in place and summarises it.
+func latencyOf(ns []int64) *Latency {
+	if len(ns) == 0 {
+		return nil
+	}
+	slices.Sort(ns)
+	var sum float64
+	for _, v := range ns {
+		sum += float64(v)
+	}
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(ns)))) - 1
+		return ms(ns[max(0, min(i, len(ns)-1))])
+	}
+	return &Latency{
+		Samples: len(ns),
+		Min:     ms(ns[0]),
+		Mean:    sum / float64(len(ns)) / 1e6,
+		P50:     rank(0.50),
+		P90:     rank(0.90),
+		P99:     rank(0.99),
+		P999:    rank(0.999),
+		Max:     ms(ns[len(ns)-1]),
+	}
+}
+
+func ms(ns int64) float64 { return math.Round(float64(ns)/1e3) / 1e3 }
+
+// collect turns what the writers and the connections recorded into res. It
+// runs after both have stopped.
+func (r *run) collect(res *Result) {
+	o := &r.o
+	f := r.fleet
+	send := r.send
+	sentAt := make([]int64, r.rows)
+	for i := range sentAt {
+		sentAt[i] = -1
+	}
+	for i, seq := range send.committed {
+		sentAt[seq] = send.sentAt[i]
+	}
+	res.Rows = int64(len(send.committed))
+	res.Expected = res.Rows * int64(o.ConnsPerUser)
+
+	users := int64(o.Users)
+	samples := make([]int64, 0, res.Expected)
+	lastArrival := int64(math.MinInt64)
+	for i := range f.clients {
+		c := &f.clients[i]
+		res.Duplicated += c.duplicated
+		res.Unexpected += c.unexpected
+		for idx, lat := range c.lat {
+			seq := int64(idx)*users + int64(c.user)
+			if seq >= int64(r.rows) {
+				break
+			}
+			switch {
+			case sentAt[seq] < 0 && lat >= 0:
+				res.Unexpected++ // a row whose INSERT did not succeed
+			case sentAt[seq] < 0:
+			case lat < 0:
+				res.Lost++
+			default:
+				samples = append(samples, lat)
+				lastArrival = max(lastArrival, sentAt[seq]+lat)
+			}
+		}
+	}
+	res.Delivered = int64(len(samples))
+	res.ClosedEarly = f.closedEarly.Load()
+	if o.ConnsPerUser > 1 {
+		res.FanoutSpreadMs = r.fanoutSpread(sentAt)
+	}
+	res.LatencyMs = latencyOf(samples)
+
+	if span := float64(send.end-send.start) / 1e9; span > 0 {
+		res.AchievedRate = float64(res.Rows) / span
+	}
+	if span := float64(lastArrival-send.start) / 1e9; res.Delivered > 0 && span > 0 {
+		res.DeliveryRate = float64(res.Delivered) / span
+	}
+	switch o.Scenario {
+	case Steady, Fanout:
+		rate := o.Rate
+		res.OfferedRate = &rate
+		res.ScheduleLagMs = latencyOf(send.lag)
+		res.InsertMs = latencyOf(send.insert)
+		if res.AchievedRate < 0.95*o.Rate {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("achieved %.0f rows/s of the %.0f offered: the writers or the database could not keep up", res.AchievedRate, o.Rate))
+		}
+	case Burst, Idle:
+		res.Burst = &BurstStats{StatementMs: ms(send.stmt)}
+		if res.LatencyMs != nil {
+			res.Burst.FirstMs, res.Burst.LastMs = res.LatencyMs.Min, res.LatencyMs.Max
+		}
+	}
+
+	if res.Lost > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("LOST %d of %d deliveries (not arrived %s after the last commit)", res.Lost, res.Expected, o.DrainTimeout))
+	}
+	if res.Duplicated > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("DUPLICATED %d deliveries", res.Duplicated))
+	}
+	if res.Unexpected > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d UNEXPECTED row frames (rows of another user, or never committed)", res.Unexpected))
+	}
+	if res.ClosedEarly > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d connections CLOSED before the end: %s", res.ClosedEarly, strings.Join(f.closeReasons(3), "; ")))
+	}
+}
+
+// fanoutSpread is, per committed row, the spread of its arrival times over
+// the connections of its user that received it.
+func (r *run) fanoutSpread(sentAt []int64) *Latency {
+	o := &r.o
+	f := r.fleet
+	spreads := make([]int64, 0, r.rows)
+	for u := range o.Users {
+		conns := f.clients[u*o.ConnsPerUser : (u+1)*o.ConnsPerUser]
+		for idx := range r.rowsPerUser {
+			seq := idx*o.Users + u
+			if seq >= r.rows || sentAt[seq] < 0 {
+				continue
+			}
+			lo, hi, n := int64(math.MaxInt64), int64(math.MinInt64), 0
+			for i := range conns {
+				if l := conns[i].lat[idx]; l >= 0 {
+					lo, hi, n = min(lo, l), max(hi, l), n+1
+				}
+			}
+			if n > 1 {
+				spreads = append(spreads, hi-lo)
+			}
+		}
+	}
+	return latencyOf(spreads)
+}
+
+// WriteSummary writes res for people.
+func (res *Result) WriteSummary(w io.Writer) {
+	p := res.Parameters
+	pf := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	m := res.Machine
+	pf("pgpush bench %s (run %s, %s)", res.Scenario, res.RunID, res.StartedAt.Format(time.RFC3339))
+	pf("machine:     %d CPUs (%s), %d MiB, %s, kernel %s, %s", m.CPUs, m.CPUModel, m.MemoryMiB, m.OS, m.Kernel, m.Go)
+	switch {
+	case res.PostgresDurable != nil && !*res.PostgresDurable:
+		pf("target:      self-contained: server pid %d; throwaway PostgreSQL %s, NOT DURABLE (fsync, synchronous_commit and full_page_writes off), on the same machine",
+			res.ServerPID, res.PostgresVersion)
+	default:
+		pid := "no --server-pid: no server readings"
+		if res.ServerPID != 0 {
+			pid = fmt.Sprintf("server pid %d", res.ServerPID)
+		}
+		pf("target:      external: %s; PostgreSQL %s", pid, res.PostgresVersion)
+	}
+	load := fmt.Sprintf("%d users × %d connections", p.Users, p.ConnsPerUser)
+	switch res.Scenario {
+	case Steady, Fanout:
+		load += fmt.Sprintf("; %d writers, %.0f rows/s for %gs, one row per transaction", p.Writers, p.Rate, p.DurationSeconds)
+	case Burst:
+		load += fmt.Sprintf("; one INSERT of %d rows", p.Rows)
+	case Idle:
+		load = fmt.Sprintf("%d idle connections held %gs, then one INSERT of a row for each", p.Users, p.HoldSeconds)
+	}
+	pf("load:        %s; %d-byte bodies", load, p.BodyBytes)
+	pf("connect:     %d connections in %.2fs (%.0f/s)", res.Connections, res.ConnectSeconds, float64(res.Connections)/max(res.ConnectSeconds, 1e-9))
+	if res.OfferedRate != nil {
+		lag := ""
+		if l := res.ScheduleLagMs; l != nil {
+			lag = fmt.Sprintf("; sends late by p99 %.2f ms, max %.2f ms", l.P99, l.Max)
+		}
+		pf("rate:        offered %.0f rows/s, achieved %.1f rows/s%s", *res.OfferedRate, res.AchievedRate, lag)
+	}
+	if l := res.InsertMs; l != nil {
+		pf("insert ms:   one-row INSERT until it returned: p50 %.3f  p99 %.3f  max %.3f", l.P50, l.P99, l.Max)
+	}
+	if b := res.Burst; b != nil {
+		label := "burst:      "
+		if res.Scenario == Idle {
+			label = "liveness:   "
+		}
+		pf("%s statement %.1f ms; first row after %.1f ms, last after %.1f ms", label, b.StatementMs, b.FirstMs, b.LastMs)
+	}
+	pf("delivery:    %d of %d delivered (%d rows); lost %d, duplicated %d, unexpected %d; %.0f deliveries/s",
+		res.Delivered, res.Expected, res.Rows, res.Lost, res.Duplicated, res.Unexpected, res.DeliveryRate)
+	if l := res.LatencyMs; l != nil {
+		pf("latency ms:  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (min %.3f, mean %.3f, %d samples)",
+			l.P50, l.P90, l.P99, l.P999, l.Max, l.Min, l.Mean, l.Samples)
+	}
+	if l := res.FanoutSpreadMs; l != nil {
+		pf("fan-out ms:  spread of a row over its user's connections: p50 %.3f  p99 %.3f  max %.3f", l.P50, l.P99, l.Max)
+	}
+	if s := res.Server; s != nil {
+		line := fmt.Sprintf("server:      %.2f CPU-s", s.CPUSeconds)
+		if s.CPUMicrosPerDelivery != nil {
+			line += fmt.Sprintf(" (%.1f µs per delivery, %.2f CPU-s per 40,000)", *s.CPUMicrosPerDelivery, *s.CPUMicrosPerDelivery*0.04)
+		}
+		line += fmt.Sprintf("; RSS %.1f → %.1f MiB, peak %.1f MiB", s.RSSBeforeMiB, s.RSSAfterMiB, s.PeakRSSMiB)
+		pf("%s", line)
+	} else {
+		pf("server:      no /proc readings")
+	}
+	if m := res.ServerMetrics; m != nil && (m.EventsDelivered > 0 || m.Fetches > 0) {
+		pf("server view: %.0f frames; NOTIFY received → frame written: mean %.3f ms; %.0f fetches of mean %.3f ms; dropped %.0f, catch-ups %.0f, slow closes %.0f",
+			m.EventsDelivered, m.DeliveryMeanMs, m.Fetches, m.FetchMeanMs, m.NotificationsDropped, m.CatchUps, m.SlowConsumerCloses)
+	}
+	if res.RSSPerConnKiB != nil {
+		pf("memory:      %.1f KiB of server RSS per idle connection", *res.RSSPerConnKiB)
+	}
+	pg := "no /proc readings"
+	if res.Postgres != nil {
+		pg = fmt.Sprintf("%.2f CPU-s", res.Postgres.CPUSeconds)
+	}
+	pf("postgres:    %s; bench client: %.2f CPU-s", pg, res.ClientCPUSeconds)
+	if l := res.Load; l != nil {
+		other := ""
+		if l.OtherCPUSeconds != nil {
+			other = fmt.Sprintf("; %.2f CPU-s of it neither server, PostgreSQL nor bench", *l.OtherCPUSeconds)
+			if *l.OtherCPUSeconds > 0.1*l.WallSeconds {
+				other += " (OTHER WORK ON THE MACHINE: numbers are distorted)"
+			}
+		}
+		pf("machine:     %.0f%% busy over %.1fs (%.2f CPU-s)%s", l.BusyPercent, l.WallSeconds, l.BusyCPUSeconds, other)
+	}
+	if res.ServerLogWarnings > 0 {
+		pf("server log:  %d warnings; last lines:", res.ServerLogWarnings)
+		for _, l := range res.ServerLogTail {
+			pf("  %s", l)
+		}
+	}
+	for _, wmsg := range res.Warnings {
+		pf("warning:     %s", wmsg)
+	}
+	if res.OK {
+		pf("result:      OK: every row delivered exactly once")
+		return
+	}
+	pf("result:      FAILED")
+	for _, prob := range res.Problems {
+		pf("  !!! %s", prob)
+	}
+}
