@@ -345,7 +345,8 @@ export class PgpushBellElement extends HTMLElement {
     }
     // One row in the tab order: the focused one, else the first. A deleted focused row hands focus on.
     const first = this._list.querySelector('.row');
-    const lost = focused && !focused.isConnected;
+    // (A boolean: undefined would take _focusRow's default and steal the focus.)
+    const lost = !!focused && !focused.isConnected;
     this._focusRow((focused?.isConnected && focused.firstChild) || first, lost && !!first);
   }
 
@@ -450,7 +451,7 @@ export class PgpushBellElement extends HTMLElement {
   /** Roving tabindex: only `row` is in the tab order. */
   _focusRow(row, focus = true) {
     for (const r of this._list.querySelectorAll('.row')) r.tabIndex = r === row ? 0 : -1;
-    if (focus) row.focus();
+    if (focus) row?.focus();
   }
 }
 
