@@ -7,6 +7,8 @@ package db
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const currentSchema = `-- name: CurrentSchema :one
@@ -18,6 +20,48 @@ func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
 	var schema string
 	err := row.Scan(&schema)
 	return schema, err
+}
+
+const listenerBackend = `-- name: ListenerBackend :one
+SELECT pid, backend_start
+FROM pg_catalog.pg_stat_activity
+WHERE pid = pg_backend_pid()
+`
+
+type ListenerBackendRow struct {
+	Pid          *int32
+	BackendStart pgtype.Timestamptz
+}
+
+// Identifies the listener's own session, so that the next one can end it if
+// it lingers (see ListenerTerminate).
+func (q *Queries) ListenerBackend(ctx context.Context) (ListenerBackendRow, error) {
+	row := q.db.QueryRow(ctx, listenerBackend)
+	var i ListenerBackendRow
+	err := row.Scan(&i.Pid, &i.BackendStart)
+	return i, err
+}
+
+const listenerTerminate = `-- name: ListenerTerminate :one
+SELECT coalesce(bool_or(pg_terminate_backend(pid)), false)::bool AS terminated
+FROM pg_catalog.pg_stat_activity
+WHERE pid = $1::int AND backend_start = $2::timestamptz
+`
+
+type ListenerTerminateParams struct {
+	Pid          int32
+	BackendStart pgtype.Timestamptz
+}
+
+// Ends a listener session that this node abandoned (its network path died
+// silently) but that the server still keeps: until it ends, it holds back the
+// NOTIFY queue that every database of the cluster shares. pid and
+// backend_start together name one session; a reused pid does not match.
+func (q *Queries) ListenerTerminate(ctx context.Context, arg ListenerTerminateParams) (bool, error) {
+	row := q.db.QueryRow(ctx, listenerTerminate, arg.Pid, arg.BackendStart)
+	var terminated bool
+	err := row.Scan(&terminated)
+	return terminated, err
 }
 
 const notificationHeartbeat = `-- name: NotificationHeartbeat :exec

@@ -2,23 +2,43 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgpush/pgpush/db"
 )
 
 // item is what the listener hands to the dispatcher: the hints of one
 // notification, or (resync) a marker that notifications may have been lost
-// before it.
+// before it, which concerns the connections registered up to upTo.
 type item struct {
 	h      hint
 	at     time.Time
 	resync bool
+	upTo   uint64
 }
 
-// maxBatchItems bounds how many notifications one fetch covers.
-const maxBatchItems = 256
+const (
+	// maxBatchItems bounds how many notifications one batch covers.
+	maxBatchItems = 256
+	// fetchBudget is about how many bytes of rows one fetch reads, and
+	// maxFetchRows how many rows: a burst of big rows is fetched a few at a
+	// time, so the dispatcher's memory does not grow with the burst.
+	fetchBudget  = 4 << 20
+	maxFetchRows = 1000
+	// firstFetchRows is the size of a fetch before row sizes are known.
+	firstFetchRows = 16
+	// burstRows: a user with more created or updated rows than this in one
+	// batch is not served through the dispatcher. Its connections are marked
+	// behind instead, and their writers read the rows from the table in
+	// pages, in parallel and each at its client's pace, so that a burst for
+	// some users does not hold up the rows of everyone else.
+	burstRows = 256
+)
 
 // dispatcher turns hints into frames. It runs on one goroutine, so frames
 // reach each connection in the order their transactions committed, and it
@@ -42,13 +62,60 @@ type dispatcher struct {
 	in chan item
 
 	w Cursor
+	// rowBytes is the mean size of the rows of the last fetch (0: none yet).
+	rowBytes int
+
+	// conn is a pool connection the dispatcher keeps for itself, so that
+	// its queries never queue behind the connections' replays: a burst
+	// makes every writer read pages from the table at once, and the rows
+	// of everyone else must not wait for that. nil when not held.
+	conn     *pgxpool.Conn
+	lastUsed time.Time
+}
+
+// queries returns the queries to run on the dispatcher's connection,
+// acquiring one if needed. With a pool of fewer than 3 connections it uses
+// the pool, which it then cannot afford to take one from.
+func (d *dispatcher) queries(ctx context.Context) (*db.Queries, error) {
+	pool := d.s.pool
+	if pool.Config().MaxConns < 3 {
+		return d.s.q, nil
+	}
+	if d.conn != nil && time.Since(d.lastUsed) > time.Second {
+		// Idle a while: check it the way the pool would before lending
+		// it, so that a database restart costs no failed query.
+		if err := d.conn.Ping(ctx); err != nil {
+			d.dropConn()
+		}
+	}
+	if d.conn == nil {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("acquire a connection: %w", err)
+		}
+		d.conn = c
+	}
+	d.lastUsed = time.Now()
+	return db.New(d.conn), nil
+}
+
+// dropConn gives the dispatcher's connection back after a failure (the
+// pool destroys it if it is broken) or at the end.
+func (d *dispatcher) dropConn() {
+	if d.conn != nil {
+		d.conn.Release()
+		d.conn = nil
+	}
 }
 
 func newDispatcher(s *Server) *dispatcher {
-	return &dispatcher{s: s, in: make(chan item, 4096)}
+	// The queue holds parsed hints of up to ~7 kB of payload each; past it
+	// the listener drops and the dispatcher catches up from the table.
+	return &dispatcher{s: s, in: make(chan item, 1024)}
 }
 
 func (d *dispatcher) run(ctx context.Context) {
+	defer d.dropConn()
 	batch := make([]item, 0, maxBatchItems)
 	for {
 		select {
@@ -79,7 +146,7 @@ func (d *dispatcher) process(ctx context.Context, batch []item) {
 			continue
 		}
 		d.retry(ctx, "deliver", func() error { return d.deliver(ctx, batch[start:i]) })
-		d.retry(ctx, "catch up", func() error { return d.catchUp(ctx) })
+		d.retry(ctx, "catch up", func() error { return d.catchUp(ctx, it.upTo) })
 		start = i + 1
 	}
 	d.retry(ctx, "deliver", func() error { return d.deliver(ctx, batch[start:]) })
@@ -112,22 +179,26 @@ func (d *dispatcher) retry(ctx context.Context, what string, f func() error) {
 	}
 }
 
-// deliver fetches the rows behind items (one query for all of them, only for
-// users connected here), then routes a frame per row in notification order.
+// deliver routes a frame per row of items, in notification order. Rows are
+// fetched only for users with a connection here that takes frames (one that
+// is behind replays them from the table itself), in windows bounded by
+// fetchBudget, and each window's frames are routed before the next is read.
+// A retry after an error re-sends the frames routed before it; duplicates are
+// harmless to clients, while skipping would lose rows.
 func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	if len(items) == 0 {
 		return nil
 	}
 	hub := d.s.hub
-	var ids []int64
 	users := make(map[string]int64) // connected user -> unread
 	absent := make(map[string]struct{})
+	changed := make(map[string]int) // connected user -> created or updated rows
 	for _, it := range items {
 		for _, r := range it.h.Rows {
+			if _, skip := absent[r.UserID]; skip {
+				continue
+			}
 			if _, seen := users[r.UserID]; !seen {
-				if _, skip := absent[r.UserID]; skip {
-					continue
-				}
 				if !hub.connected(r.UserID) {
 					absent[r.UserID] = struct{}{}
 					continue
@@ -135,85 +206,222 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 				users[r.UserID] = 0
 			}
 			if it.h.Op != "d" {
-				ids = append(ids, r.ID)
+				changed[r.UserID]++
 			}
 		}
 	}
-	rows := map[int64]*db.Notification{}
-	if len(users) > 0 {
-		userIDs := make([]string, 0, len(users))
-		for u := range users {
-			userIDs = append(userIDs, u)
+	// A burst's rows are not fetched here. Every row of the batch has
+	// committed, so the replay, which starts after this mark, reads them;
+	// its start is the last frame each connection took, so nothing before
+	// the batch is missed either.
+	burst := make(map[string]bool)
+	for u, n := range changed {
+		if n > burstRows {
+			burst[u] = true
+			hub.markUserBehind(u)
 		}
-		qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
-		defer cancel()
-		started := time.Now()
-		if len(ids) > 0 {
-			slices.Sort(ids)
-			ids = slices.Compact(ids)
-			fetched, err := d.s.q.NotificationsByIDs(qctx, db.NotificationsByIDsParams{Ids: ids, UserIds: userIDs})
-			if err != nil {
-				return err
-			}
-			for i := range fetched {
-				rows[fetched[i].Notification.ID] = &fetched[i].Notification
-			}
+	}
+	if len(users) == 0 {
+		for _, it := range items {
+			d.w = max(d.w, Cursor(it.h.Xmin))
 		}
-		counts, err := d.s.q.NotificationUnreadCounts(qctx, userIDs)
+		return nil
+	}
+	userIDs := make([]string, 0, len(users))
+	for u := range users {
+		userIDs = append(userIDs, u)
+	}
+	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+	q, err := d.queries(qctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	counts, err := q.NotificationUnreadCounts(qctx, userIDs)
+	cancel()
+	if err != nil {
+		d.dropConn()
+		return fmt.Errorf("unread counts: %w", err)
+	}
+	for _, c := range counts {
+		users[c.UserID] = c.Unread
+	}
+
+	// A window is a run of spans (parts of items) whose rows are fetched
+	// together.
+	type span struct {
+		it   *item
+		rows []hintRow
+	}
+	var (
+		window    []span
+		ids       []int64
+		accepting = make(map[string]bool)
+	)
+	flush := func() error {
+		rows, err := d.fetch(ctx, ids, accepting)
 		if err != nil {
 			return err
 		}
-		for _, c := range counts {
-			users[c.UserID] = c.Unread
+		for _, sp := range window {
+			d.route(sp.it, sp.rows, users, rows)
 		}
-		d.s.metrics.fetch.Observe(time.Since(started).Seconds())
+		window, ids = window[:0], ids[:0]
+		clear(accepting)
+		return nil
 	}
+	for i := range items {
+		it := &items[i]
+		rows := it.h.Rows
+		if len(rows) == 0 {
+			window = append(window, span{it: it}) // moves the watermark, in order
+			continue
+		}
+		fetches := it.h.Op == "c" || it.h.Op == "u"
+		for len(rows) > 0 {
+			limit := d.fetchLimit()
+			n := 0
+			for n < len(rows) && len(ids) < limit {
+				r := rows[n]
+				n++
+				if _, ok := users[r.UserID]; !ok || !fetches {
+					continue
+				}
+				want, seen := accepting[r.UserID]
+				if !seen {
+					want = !burst[r.UserID] && hub.accepting(r.UserID)
+					accepting[r.UserID] = want
+				}
+				if want {
+					ids = append(ids, r.ID)
+				}
+			}
+			window = append(window, span{it: it, rows: rows[:n]})
+			rows = rows[n:]
+			if len(ids) >= limit {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
 
-	for _, it := range items {
-		d.w = max(d.w, Cursor(it.h.Xmin))
-		for _, r := range it.h.Rows {
-			unread, ok := users[r.UserID]
-			if !ok {
+// fetchLimit is how many rows the next fetch may read.
+func (d *dispatcher) fetchLimit() int {
+	if d.rowBytes == 0 {
+		return firstFetchRows
+	}
+	return max(1, min(maxFetchRows, fetchBudget/d.rowBytes))
+}
+
+// fetch reads the rows ids of the users in accepting.
+func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool) (map[int64]*db.Notification, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	userIDs := make([]string, 0, len(accepting))
+	for u, ok := range accepting {
+		if ok {
+			userIDs = append(userIDs, u)
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+	defer cancel()
+	started := time.Now()
+	q, err := d.queries(qctx)
+	if err != nil {
+		return nil, err
+	}
+	fetched, err := q.NotificationsByIDs(qctx, db.NotificationsByIDsParams{Ids: ids, UserIds: userIDs})
+	if err != nil {
+		d.dropConn()
+		return nil, fmt.Errorf("fetch rows: %w", err)
+	}
+	d.s.metrics.fetch.Observe(time.Since(started).Seconds())
+	rows := make(map[int64]*db.Notification, len(fetched))
+	size := 0
+	for i := range fetched {
+		n := &fetched[i].Notification
+		rows[n.ID] = n
+		size += 256 + len(n.Title) + len(n.Body) + len(n.Data) + len(n.Kind) + len(n.UserID)
+		if n.Url != nil {
+			size += len(*n.Url)
+		}
+	}
+	if len(fetched) > 0 {
+		d.rowBytes = max(1, size/len(fetched))
+	}
+	return rows, nil
+}
+
+// route queues the frames of rows, a part of it, to their users'
+// connections. A row that was not fetched (its user's connections all drop
+// frames, or it was deleted or moved since) gets no frame.
+func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fetched map[int64]*db.Notification) {
+	d.w = max(d.w, Cursor(it.h.Xmin))
+	for _, r := range rows {
+		unread, ok := users[r.UserID]
+		if !ok {
+			continue
+		}
+		var b []byte
+		switch it.h.Op {
+		case "d":
+			b = deletedFrame(r.ID, unread, d.w)
+		case "c", "u":
+			n := fetched[r.ID]
+			if n == nil || n.UserID != r.UserID {
 				continue
 			}
-			var b []byte
-			switch it.h.Op {
-			case "d":
-				b = deletedFrame(r.ID, unread, d.w)
-			case "c", "u":
-				n := rows[r.ID]
-				if n == nil || n.UserID != r.UserID {
-					continue // deleted or moved since; its own hint follows
-				}
-				typ := "created"
-				if it.h.Op == "u" {
-					typ = "updated"
-				}
-				b = rowFrame(typ, n, unread, d.w)
+			typ := "created"
+			if it.h.Op == "u" {
+				typ = "updated"
 			}
-			hub.deliver(r.UserID, frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"})
+			b = rowFrame(typ, n, unread, d.w)
+		default:
+			continue
 		}
+		d.s.hub.deliver(r.UserID, frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"})
 	}
-	return nil
 }
 
 // catchUp runs after notifications may have been lost (the listener
-// reconnected, or its queue overflowed). Every connection is marked behind
-// from the watermark, so each replays its own user's rows from the table, in
-// pages, at its own pace; then the watermark advances to an xmin read now,
-// below which every transaction has committed and is visible to those
-// replays.
-func (d *dispatcher) catchUp(ctx context.Context) error {
+// reconnected, or its queue overflowed). Every connection registered up to
+// upTo is marked behind from the watermark, so each replays its own user's
+// rows from the table, in pages, at its own pace; then the watermark advances
+// to an xmin read now, below which every transaction has committed and is
+// visible to those replays.
+func (d *dispatcher) catchUp(ctx context.Context, upTo uint64) error {
 	s := d.s
 	qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	xmin, err := s.q.NotificationWatermark(qctx)
+	q, err := d.queries(qctx)
 	if err != nil {
 		return err
 	}
+	xmin, err := q.NotificationWatermark(qctx)
+	if err != nil {
+		d.dropConn()
+		return fmt.Errorf("watermark: %w", err)
+	}
+	if Cursor(xmin) < d.w {
+		// Transaction ids only grow, so this is another database at the
+		// same address: a failover that lost transactions, or a restored
+		// backup. The cursors handed out are from its future; the clients
+		// must start afresh (a cursor above xmax gets a new snapshot).
+		s.log.Error("the database's transaction ids went backwards (failover with lost transactions, or a restore?); closing every connection so that clients resync",
+			"watermark", uint64(d.w), "xmin", xmin)
+		s.hub.closeAll(websocket.StatusTryAgainLater, "the database changed; reconnect")
+		d.w = Cursor(xmin)
+		return nil
+	}
 	// Before the first connect there is no watermark: connections replay
-	// from their own ready cursors (markBehind with 0).
-	s.hub.markAllBehind(d.w)
+	// from their own cursors (markBehind with 0).
+	s.hub.markAllBehind(d.w, upTo)
 	d.w = max(d.w, Cursor(xmin))
 	return nil
 }

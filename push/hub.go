@@ -23,6 +23,7 @@ type hub struct {
 	mu    sync.RWMutex
 	users map[string][]*conn
 	total int
+	seq   uint64 // registrations so far; conn.seq numbers them
 }
 
 func newHub(maxPerUser, maxTotal int) *hub {
@@ -41,9 +42,18 @@ func (h *hub) add(c *conn) error {
 	if len(h.users[c.userID]) >= h.maxPerUser {
 		return errUserConnLimit
 	}
+	h.seq++
+	c.seq = h.seq
 	h.users[c.userID] = append(h.users[c.userID], c)
 	h.total++
 	return nil
+}
+
+// lastSeq returns the number of the latest registration.
+func (h *hub) lastSeq() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.seq
 }
 
 func (h *hub) remove(c *conn) {
@@ -74,6 +84,19 @@ func (h *hub) connected(userID string) bool {
 	return ok
 }
 
+// accepting reports whether a connection of userID takes new frames (one
+// that is behind or closing drops them, so its rows need not be fetched).
+func (h *hub) accepting(userID string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, c := range h.users[userID] {
+		if c.accepting() {
+			return true
+		}
+	}
+	return false
+}
+
 // deliver queues frame to every connection of userID and returns how many
 // took it (a connection that is behind drops it and replays it later).
 func (h *hub) deliver(userID string, f frame) int {
@@ -88,15 +111,28 @@ func (h *hub) deliver(userID string, f frame) int {
 	return n
 }
 
-// markAllBehind makes every connection replay its rows from since (0: from
-// its own last cursor).
-func (h *hub) markAllBehind(since Cursor) {
+// markAllBehind makes every connection registered up to registration upTo
+// replay its rows from since (0: from its own last cursor). Later ones need
+// not: they read the table after the lost notifications' commits.
+func (h *hub) markAllBehind(since Cursor, upTo uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, list := range h.users {
 		for _, c := range list {
-			c.markBehind(since)
+			if c.seq <= upTo {
+				c.markBehind(since)
+			}
 		}
+	}
+}
+
+// markUserBehind makes every connection of userID replay its rows from its
+// own last cursor.
+func (h *hub) markUserBehind(userID string) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, c := range h.users[userID] {
+		c.markBehind(0)
 	}
 }
 
@@ -147,6 +183,7 @@ type conn struct {
 	userID    string
 	maxFrames int
 	maxBytes  int
+	seq       uint64 // set by hub.add
 
 	// wake has room for one signal: "the queue or the state changed".
 	wake chan struct{}
@@ -205,14 +242,12 @@ func (c *conn) enqueue(f frame) bool {
 // markBehind makes the writer replay the user's rows from since once it has
 // drained its queue: the dispatcher calls it after notifications were lost.
 // since 0 means the connection's own last cursor; a connection without one is
-// still in its initial sync, which reads the table after this point anyway.
+// still in its initial sync, which may have read the table before the loss,
+// so it replays from its ready cursor (see synced).
 func (c *conn) markBehind(since Cursor) {
 	c.mu.Lock()
 	if since == 0 {
-		if since = c.lastCur; since == 0 {
-			c.mu.Unlock()
-			return
-		}
+		since = c.lastCur
 	}
 	if !c.behind || since < c.behindSince {
 		c.behindSince = since
@@ -222,11 +257,24 @@ func (c *conn) markBehind(since Cursor) {
 	c.signal()
 }
 
-// synced records the cursor of the connection's ready frame.
+// synced records the cursor of the connection's ready frame. A connection
+// marked behind from "its own cursor" before it had one replays from here:
+// every transaction that commits after the sync's snapshot is at or above
+// that snapshot's xmin, which the ready cursor is not above.
 func (c *conn) synced(cur Cursor) {
 	c.mu.Lock()
 	c.lastCur = max(c.lastCur, cur)
+	if c.behind && c.behindSince == 0 {
+		c.behindSince = cur
+	}
 	c.mu.Unlock()
+}
+
+// accepting reports whether enqueue would take a live frame now.
+func (c *conn) accepting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.behind && c.closeCode == 0
 }
 
 // close requests that the writer close the connection with code; the first

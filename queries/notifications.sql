@@ -97,3 +97,19 @@ FROM (SELECT 1 FROM notifications
 
 -- name: CurrentSchema :one
 SELECT current_schema()::text AS schema;
+
+-- name: ListenerBackend :one
+-- Identifies the listener's own session, so that the next one can end it if
+-- it lingers (see ListenerTerminate).
+SELECT pid, backend_start
+FROM pg_catalog.pg_stat_activity
+WHERE pid = pg_backend_pid();
+
+-- name: ListenerTerminate :one
+-- Ends a listener session that this node abandoned (its network path died
+-- silently) but that the server still keeps: until it ends, it holds back the
+-- NOTIFY queue that every database of the cluster shares. pid and
+-- backend_start together name one session; a reused pid does not match.
+SELECT coalesce(bool_or(pg_terminate_backend(pid)), false)::bool AS terminated
+FROM pg_catalog.pg_stat_activity
+WHERE pid = @pid::int AND backend_start = @backend_start::timestamptz;
