@@ -162,32 +162,31 @@ func isPostgres(pid int) bool {
 	return err == nil && strings.HasPrefix(st.comm, "postgres")
 }
 
-// machineCPU returns the CPU seconds all processors have spent busy (not
-// idle or waiting for I/O) since boot, from /proc/stat.
-func machineCPU() (float64, error) {
+// cpuTimes are the machine's CPU seconds since boot, from /proc/stat.
+type cpuTimes struct {
+	busy  float64 // user, nice, system, irq, softirq
+	irq   float64 // irq and softirq: mostly loopback networking, in no process's times
+	steal float64 // taken by the hypervisor
+}
+
+func machineCPU() (cpuTimes, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, errors.New("/proc/stat: unexpected format")
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTimes{}, errors.New("/proc/stat: unexpected format")
 	}
-	var busy float64
-	for i, v := range f[1:] {
-		// user nice system idle iowait irq softirq steal (guest time is
-		// already in user).
-		if i == 3 || i == 4 || i >= 8 {
-			continue
+	var v [8]float64 // user nice system idle iowait irq softirq steal
+	for i := range v {
+		if v[i], err = strconv.ParseFloat(f[i+1], 64); err != nil {
+			return cpuTimes{}, fmt.Errorf("/proc/stat: %w", err)
 		}
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/stat: %w", err)
-		}
-		busy += n
+		v[i] /= clockTicks
 	}
-	return busy / clockTicks, nil
+	return cpuTimes{busy: v[0] + v[1] + v[2] + v[5] + v[6], irq: v[5] + v[6], steal: v[7]}, nil
 }
 
 // selfCPU returns this process's user+system CPU seconds.

@@ -172,10 +172,14 @@ type Load struct {
 	BusyCPUSeconds float64 `json:"busy_cpu_seconds"`
 	// BusyPercent is of all CPUs: 100 means every core was busy throughout.
 	BusyPercent float64 `json:"busy_percent"`
-	// OtherCPUSeconds is busy time that was neither the server, PostgreSQL
-	// nor the bench: other work on the machine, and the kernel's network
-	// processing outside process context. Null when the server or
-	// PostgreSQL could not be read.
+	// IRQCPUSeconds is interrupt and softirq time (on loopback, much of the
+	// network stack), which no process's CPU times include.
+	IRQCPUSeconds float64 `json:"irq_cpu_seconds"`
+	// StealSeconds is CPU time a hypervisor gave to other guests.
+	StealSeconds float64 `json:"steal_seconds"`
+	// OtherCPUSeconds is busy time that was neither interrupts, the
+	// server, PostgreSQL nor the bench: other work on the machine. Null
+	// when the server or PostgreSQL could not be read.
 	OtherCPUSeconds *float64 `json:"other_cpu_seconds"`
 }
 
@@ -401,14 +405,15 @@ func (res *Result) WriteSummary(w io.Writer) {
 	}
 	pf("postgres:    %s; bench client: %.2f CPU-s", pg, res.ClientCPUSeconds)
 	if l := res.Load; l != nil {
-		other := ""
-		if l.OtherCPUSeconds != nil {
-			other = fmt.Sprintf("; %.2f CPU-s of it neither server, PostgreSQL nor bench", *l.OtherCPUSeconds)
-			if *l.OtherCPUSeconds > 0.1*l.WallSeconds {
-				other += " (OTHER WORK ON THE MACHINE: numbers are distorted)"
+		line := fmt.Sprintf("machine:     %.0f%% busy over %.1fs (%.2f CPU-s, %.2f of it interrupts; steal %.2f s)",
+			l.BusyPercent, l.WallSeconds, l.BusyCPUSeconds, l.IRQCPUSeconds, l.StealSeconds)
+		if o := l.OtherCPUSeconds; o != nil {
+			line += fmt.Sprintf("; other processes %.2f CPU-s", *o)
+			if *o > 0.05*l.WallSeconds*float64(m.CPUs) {
+				line += " (OTHER WORK ON THE MACHINE DISTORTS THESE NUMBERS)"
 			}
 		}
-		pf("machine:     %.0f%% busy over %.1fs (%.2f CPU-s)%s", l.BusyPercent, l.WallSeconds, l.BusyCPUSeconds, other)
+		pf("%s", line)
 	}
 	if res.ServerLogWarnings > 0 {
 		pf("server log:  %d warnings; last lines:", res.ServerLogWarnings)

@@ -256,7 +256,7 @@ type snapshot struct {
 	mem       procMemory
 	pgCPU     float64
 	self      float64
-	machine   float64 // busy CPU seconds of the whole machine; 0 if unknown
+	machine   cpuTimes // of the whole machine; zero if unknown
 	at        time.Time
 	metrics   map[string]float64
 	ok        struct{ server, pg bool }
@@ -313,19 +313,20 @@ func (r *run) postgresStats(before, after snapshot) *PostgresStats {
 // much of that was neither the server, PostgreSQL nor this process: other
 // work on the machine distorts what the run measures.
 func loadOf(before, after snapshot, res *Result) *Load {
-	if before.machine == 0 || after.machine == 0 {
+	if before.machine.busy == 0 || after.machine.busy == 0 {
 		return nil
 	}
 	wall := after.at.Sub(before.at).Seconds()
-	busy := after.machine - before.machine
+	busy := after.machine.busy - before.machine.busy
 	l := &Load{
-		WallSeconds:     wall,
-		BusyCPUSeconds:  busy,
-		BusyPercent:     100 * busy / (wall * float64(res.Machine.CPUs)),
-		OtherCPUSeconds: nil,
+		WallSeconds:    wall,
+		BusyCPUSeconds: busy,
+		BusyPercent:    100 * busy / (wall * float64(res.Machine.CPUs)),
+		IRQCPUSeconds:  after.machine.irq - before.machine.irq,
+		StealSeconds:   after.machine.steal - before.machine.steal,
 	}
 	if res.Server != nil && res.Postgres != nil {
-		other := max(0, busy-res.Server.CPUSeconds-res.Postgres.CPUSeconds-res.ClientCPUSeconds)
+		other := max(0, busy-l.IRQCPUSeconds-res.Server.CPUSeconds-res.Postgres.CPUSeconds-res.ClientCPUSeconds)
 		l.OtherCPUSeconds = &other
 	}
 	return l
