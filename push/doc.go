@@ -4,17 +4,20 @@
 // The data flow: a statement-level trigger on notifications sends pg_notify
 // hints (row ids, user ids and the writing statement's snapshot xmin, never
 // the row) on channel "pgpush.<schema>" → the listener (one LISTEN
-// connection per node, pgxlisten) parses each payload and hands it to the
-// dispatcher without ever waiting → the dispatcher keeps the hints of users
-// connected to this node, fetches their rows and unread counts in one query
-// per batch, encodes each frame once and advances the resume watermark →
+// connection per node, proved alive by a heartbeat on that connection)
+// parses each payload and hands it to the dispatcher without ever waiting →
+// the dispatcher keeps the hints of users connected to this node, fetches
+// their rows in windows of a few MiB and their unread counts once per batch,
+// encodes each frame once and advances the resume watermark →
 // the hub appends the frame to the bounded queue of every connection of the
 // user → each connection's writer drains its queue to the WebSocket.
 //
 // Nothing is lost when a stage cannot keep up: a connection whose queue is
 // full falls behind and its writer replays the user's rows from the table;
 // notifications the listener could not queue, or that were sent while it was
-// disconnected, make every connection replay from the watermark. Resume
+// disconnected, make every connection replay from the watermark; a user with
+// a burst of rows in one batch is caught up the same way, by its
+// connections' writers, so that the burst does not hold up others. Resume
 // cursors are transaction-id watermarks; dispatcher's comment argues why
 // they are correct when transactions commit out of id order.
 //
