@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"path"
 	"strings"
 	"time"
 )
@@ -12,9 +14,14 @@ import (
 // default, filled in by New; Validate says what is wrong with a value.
 type Config struct {
 	// AllowedOrigins are host patterns (path.Match syntax, e.g.
-	// "app.example.com", "*.example.com") allowed as the Origin of a WebSocket
-	// upgrade and for CORS on the HTTP API. Same-origin requests are always
-	// allowed. Empty: same origin only.
+	// "app.example.com", "*.example.com", or with a scheme,
+	// "https://app.example.com") allowed as the Origin of a WebSocket
+	// upgrade and for CORS on the HTTP API. A host pattern without a port
+	// does not match an origin with one. Same-origin upgrades and requests
+	// without an Origin (non-browser clients) are always allowed; a foreign
+	// origin's upgrade gets a 403. Empty: same origin only. A pattern that
+	// matches any host ("*", "*.*") is refused: it would let every web site
+	// open sockets with a token it got hold of.
 	AllowedOrigins []string
 
 	// MaxConnsPerUser caps the concurrent WebSockets one user may hold on this
@@ -62,6 +69,12 @@ type Config struct {
 	// StatementTimeout bounds every query pgpush runs. Default 10s.
 	StatementTimeout time.Duration
 
+	// RequestReadTimeout bounds the reading of an HTTP request body, so a
+	// client that trickles one (slowloris) cannot hold a connection and a
+	// handler; past it the request gets a 408. The http.Server's
+	// ReadHeaderTimeout bounds the headers. Default 10s.
+	RequestReadTimeout time.Duration
+
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -82,6 +95,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.ReconnectMin, 100*time.Millisecond)
 	setDefault(&c.ReconnectMax, 10*time.Second)
 	setDefault(&c.StatementTimeout, 10*time.Second)
+	setDefault(&c.RequestReadTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,18 +125,40 @@ func (c *Config) Validate() error {
 	positive("ReadLimit", c.ReadLimit >= 0)
 	positive("MaxReadIDs", c.MaxReadIDs >= 0)
 	positive("MessageRate", c.MessageRate >= 0)
+	positive("MessageBurst", c.MessageBurst >= 0)
 	positive("ReplayLimit", c.ReplayLimit >= 0)
 	positive("HeartbeatInterval", c.HeartbeatInterval >= 0)
+	positive("StatementTimeout", c.StatementTimeout >= 0)
+	positive("RequestReadTimeout", c.RequestReadTimeout >= 0)
 	if c.ReconnectMax != 0 && c.ReconnectMin > c.ReconnectMax {
 		errs = append(errs, errors.New("ReconnectMin must not exceed ReconnectMax"))
 	}
 	for _, p := range c.AllowedOrigins {
-		if strings.TrimSpace(p) == "" {
-			errs = append(errs, errors.New("AllowedOrigins has an empty pattern"))
-		}
-		if p == "*" {
-			errs = append(errs, errors.New(`AllowedOrigins "*" would let any site use your users' sessions; list the hosts`))
+		if err := checkOriginPattern(p); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// anyOrigins are origins no allow-list means to name: a pattern matching one
+// of them matches (nearly) every site.
+var anyOrigins = []string{"http://a", "https://a.b", "https://a.b.c", "http://a.b:1", "https://a.b.c:1"}
+
+// checkOriginPattern says what is wrong with one AllowedOrigins pattern.
+func checkOriginPattern(p string) error {
+	if strings.TrimSpace(p) == "" {
+		return errors.New("AllowedOrigins has an empty pattern")
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return fmt.Errorf("AllowedOrigins pattern %q is not a valid pattern (path.Match syntax)", p)
+	}
+	for _, o := range anyOrigins {
+		u, _ := url.Parse(o)
+		if originMatches(p, u) {
+			return fmt.Errorf("AllowedOrigins pattern %q matches any site, which would let every web page use "+
+				"your users' tokens; list the hosts, e.g. app.example.com or *.example.com", p)
+		}
+	}
+	return nil
 }

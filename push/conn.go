@@ -37,12 +37,14 @@ type session struct {
 	userID  string
 	limiter *rate.Limiter
 
-	// expiry carries a fresh token's expiry from the reader to the writer.
+	// expiry carries a fresh token's deadline (see tokenDeadline) from the
+	// reader to the writer.
 	expiry chan time.Time
 }
 
 // serve runs the connection until it closes. cursor is nil for a connection
-// without ?cursor=.
+// without ?cursor=. At exp (zero: never) the connection closes with 4001
+// unless the client sent a fresh token.
 func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -108,6 +110,14 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 		case t := <-ss.expiry:
 			setExpiry(t)
 		case <-expiryC:
+			// A fresh token the reader accepted just before the deadline
+			// wins over the deadline.
+			select {
+			case t := <-ss.expiry:
+				setExpiry(t)
+				continue
+			default:
+			}
 			ss.ws.Close(statusTokenExpired, "token expired")
 			return
 		case <-ping.C:
@@ -376,6 +386,8 @@ func (ss *session) readLoop(ctx context.Context) {
 				ss.reply(errorFrame(codeInternal, "could not mark read; try again"))
 			}
 		case "auth":
+			// A refused token changes nothing: the connection keeps its
+			// user and its deadline.
 			claims, err := s.verifier.Verify(m.Token)
 			switch {
 			case err != nil:
@@ -384,7 +396,7 @@ func (ss *session) readLoop(ctx context.Context) {
 				ss.reply(errorFrame(codeBadToken, "token is for another user"))
 			default:
 				select {
-				case ss.expiry <- claims.ExpiresAt:
+				case ss.expiry <- tokenDeadline(claims):
 				case <-ctx.Done():
 					return
 				}

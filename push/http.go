@@ -1,11 +1,13 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -42,7 +44,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route: "+r.URL.Path)
 	})
-	return s.cors(mux)
+	return s.cors(s.bodyDeadline(mux))
 }
 
 // writeJSON writes a JSON body.
@@ -104,6 +106,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodGet) {
 		return
 	}
+	// Checked before anything else, so a foreign page learns nothing (not
+	// even whether its token is good) and never takes a connection slot.
+	// websocket.Accept checks again with the same rule.
+	if !s.upgradeOriginAllowed(r) {
+		s.metrics.rejected.WithLabelValues("origin").Inc()
+		writeError(w, http.StatusForbidden, "origin_not_allowed",
+			"this origin may not open a WebSocket here; add it to PGPUSH_ALLOWED_ORIGINS")
+		return
+	}
 	claims, ok := s.authenticate(w, r, true)
 	if !ok {
 		return
@@ -125,6 +136,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 	c := newConn(claims.Subject, s.cfg.QueueMessages, s.cfg.QueueBytes)
 	if err := s.hub.add(c); err != nil {
+		// Refused before the upgrade, where an HTTP status is still
+		// possible: 429 for the per-user limit, 503 for a full node.
 		status, reason := http.StatusServiceUnavailable, "node_full"
 		if errors.Is(err, errUserConnLimit) {
 			status, reason = http.StatusTooManyRequests, "too_many_connections"
@@ -148,7 +161,18 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request's context ends with the hijack; the session lives on the
 	// server's.
-	ss.serve(s.base, cursor, claims.ExpiresAt)
+	ss.serve(s.base, cursor, tokenDeadline(claims))
+}
+
+// tokenDeadline is when a connection opened or refreshed with claims must
+// close with 4001: when Verify starts rejecting the token (exp plus the
+// leeway), so that a client reconnecting with the same token is refused
+// rather than admitted and closed again at once. Zero: never.
+func tokenDeadline(c auth.Claims) time.Time {
+	if !c.ValidUntil.IsZero() {
+		return c.ValidUntil
+	}
+	return c.ExpiresAt // a Verifier that does not set ValidUntil
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
@@ -225,15 +249,18 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "request body is larger than 64 KiB")
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	var req readRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data")
+	}
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", `body must be {"ids":[…]} or {"all":true}: `+jsonProblem(err))
 		return
 	}
@@ -263,6 +290,49 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, append(b, '}'))
 }
 
+// bodyDeadline bounds the reading of every request body (see
+// Config.RequestReadTimeout) with a read deadline on the connection, which
+// also covers the body net/http discards after a handler that did not read
+// it. The WebSocket route is left alone: the deadline would outlive the
+// hijack and cut the socket.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.URL.Path != "/v1/ws" {
+			// An error means a wrapped ResponseWriter without Unwrap; the
+			// body is then bounded by size alone.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.RequestReadTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readBody reads a request body of at most maxBodyBytes, or writes the error
+// response (413, 408 or 400) and returns false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err == nil {
+		// Lift bodyDeadline's deadline: net/http reads on in the background
+		// once the body is in, and a deadline hit there would cancel the
+		// request's context while its query runs.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+		return body, true
+	}
+	var tooLarge *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooLarge):
+		s.metrics.rejected.WithLabelValues("too_large").Inc()
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "request body is larger than 64 KiB")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		s.metrics.rejected.WithLabelValues("timeout").Inc()
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, "timeout", "the request body did not arrive in time")
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", "could not read the request body")
+	}
+	return nil, false
+}
+
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -282,41 +352,81 @@ func (s *Server) internalError(w http.ResponseWriter, what string, err error) {
 }
 
 // cors answers preflights and sets CORS headers on /v1 HTTP responses for the
-// allowed origins only. Credentials are bearer tokens, never cookies.
+// allowed origins only; a preflight from any other origin gets a 403.
+// Credentials are bearer tokens, never cookies, so Allow-Credentials is never
+// sent. Every /v1 response varies by Origin, so a cache never hands one
+// origin's answer to another.
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
-		if origin != "" && strings.HasPrefix(r.URL.Path, "/v1/") && s.originAllowed(origin) {
-			h := w.Header()
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Add("Vary", "Origin")
-			if r.Method == http.MethodOptions {
-				h.Set("Access-Control-Allow-Methods", "GET, POST")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
-				h.Set("Access-Control-Max-Age", "600")
-				w.WriteHeader(http.StatusNoContent)
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		allowed := s.originAllowed(origin)
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if !allowed {
+				s.metrics.rejected.WithLabelValues("origin").Inc()
+				writeError(w, http.StatusForbidden, "origin_not_allowed", "this origin may not call this API; add it to PGPUSH_ALLOWED_ORIGINS")
 				return
 			}
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if allowed {
+			h.Set("Access-Control-Allow-Origin", origin)
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// originAllowed matches an Origin against AllowedOrigins the way the
-// WebSocket upgrade does (path.Match on the host, or scheme://host).
+// originAllowed reports whether an Origin header value matches
+// AllowedOrigins.
 func (s *Server) originAllowed(origin string) bool {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
 		return false
 	}
 	for _, p := range s.cfg.AllowedOrigins {
-		target := u.Host
-		if strings.Contains(p, "://") {
-			target = u.Scheme + "://" + u.Host
-		}
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+		if originMatches(p, u) {
 			return true
 		}
 	}
 	return false
+}
+
+// upgradeOriginAllowed applies websocket.Accept's origin rule: no Origin (not
+// a browser), the request's own host, or a match in AllowedOrigins.
+func (s *Server) upgradeOriginAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host) || s.originAllowed(origin)
+}
+
+// originMatches matches one AllowedOrigins pattern against an origin the way
+// websocket.Accept does: case-insensitive path.Match on the host (with its
+// port, if any), or on scheme://host for a pattern with a scheme.
+func originMatches(pattern string, u *url.URL) bool {
+	target := u.Host
+	if strings.Contains(pattern, "://") {
+		target = u.Scheme + "://" + u.Host
+	}
+	ok, _ := path.Match(strings.ToLower(pattern), strings.ToLower(target))
+	return ok
 }

@@ -22,6 +22,11 @@ type Claims struct {
 	// ExpiresAt is the token's "exp", or the zero time if the token has none
 	// (such a token never expires; issuers should always set exp).
 	ExpiresAt time.Time
+	// ValidUntil is when Verify starts rejecting the token as expired:
+	// ExpiresAt plus the configured leeway, or the zero time without exp. An
+	// open WebSocket is closed at this instant, so a connection lives exactly
+	// as long as its token would still open a new one.
+	ValidUntil time.Time
 }
 
 // Verifier checks tokens against a [Config]. It is safe for concurrent use.
@@ -30,6 +35,7 @@ type Verifier struct {
 	parser   *jwt.Parser
 	secret   []byte
 	allowed  []string
+	leeway   time.Duration
 	issuer   string
 	audience string
 	jwks     *jwksCache // nil without a JWKS URL
@@ -70,6 +76,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		parser:   jwt.NewParser(opts...),
 		secret:   slices.Clone(cfg.Secret),
 		allowed:  slices.Clone(cfg.Algorithms),
+		leeway:   cfg.Leeway,
 		issuer:   cfg.Issuer,
 		audience: cfg.Audience,
 		log:      cfg.Logger,
@@ -141,6 +148,7 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	c := Claims{Subject: rc.Subject}
 	if rc.ExpiresAt != nil {
 		c.ExpiresAt = rc.ExpiresAt.Time
+		c.ValidUntil = c.ExpiresAt.Add(v.leeway)
 	}
 	return c, nil
 }

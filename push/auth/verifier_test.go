@@ -27,12 +27,15 @@ func TestVerifyHS256(t *testing.T) {
 		if d := time.Until(c.ExpiresAt); d < 59*time.Minute || d > time.Hour {
 			t.Errorf("expires in %v, want about 1h", d)
 		}
+		if d := c.ValidUntil.Sub(c.ExpiresAt); d != DefaultLeeway {
+			t.Errorf("valid until %v after exp, want the leeway %v", d, DefaultLeeway)
+		}
 	})
 	t.Run("no exp", func(t *testing.T) {
 		tok := signHS(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "bob"}, nil)
 		c := mustVerify(t, v, tok)
-		if c.Subject != "bob" || !c.ExpiresAt.IsZero() {
-			t.Errorf("claims %+v, want bob with zero ExpiresAt", c)
+		if c.Subject != "bob" || !c.ExpiresAt.IsZero() || !c.ValidUntil.IsZero() {
+			t.Errorf("claims %+v, want bob with zero ExpiresAt and ValidUntil", c)
 		}
 	})
 	t.Run("kid is ignored for HS256", func(t *testing.T) {
