@@ -47,6 +47,14 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 type envFlags struct {
 	fs   *flag.FlagSet
 	errs []error
+	// secrets are flags filled from the environment after parsing; see
+	// secret.
+	secrets []secretFlag
+}
+
+type secretFlag struct {
+	p         *string
+	name, env string
 }
 
 func (e *envFlags) str(p *string, name, env, def, help string) {
@@ -54,6 +62,15 @@ func (e *envFlags) str(p *string, name, env, def, help string) {
 		def = v
 	}
 	e.fs.StringVar(p, name, def, help+" ("+env+")")
+}
+
+// secret binds a flag whose value must never be printed (a password, a
+// signing secret). Its environment variable is not made the flag's default,
+// because the usage text, which a mistyped flag prints, shows defaults; it
+// fills the value after parsing unless the flag was given.
+func (e *envFlags) secret(p *string, name, env, help string) {
+	e.fs.StringVar(p, name, "", help+" ("+env+"; its value is never shown)")
+	e.secrets = append(e.secrets, secretFlag{p: p, name: name, env: env})
 }
 
 func (e *envFlags) int(p *int, name, env string, def int, help string) {
@@ -94,14 +111,14 @@ func (e *envFlags) bool(p *bool, name, env string, def bool, help string) {
 
 // bindDatabase binds the settings every database command needs.
 func (s *settings) bindDatabase(e *envFlags) {
-	e.str(&s.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL or keyword string; search_path in it places the tables in another schema")
+	e.secret(&s.DatabaseURL, "database-url", "DATABASE_URL", "PostgreSQL URL or keyword string; search_path in it places the tables in another schema")
 	e.str(&s.LogLevel, "log-level", "PGPUSH_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.str(&s.LogFormat, "log-format", "PGPUSH_LOG_FORMAT", "text", "log format: text or json")
 }
 
 // bindAuth binds the token settings.
 func (s *settings) bindAuth(e *envFlags) {
-	e.str(&s.JWTSecret, "jwt-secret", "PGPUSH_JWT_SECRET", "", "HS256 shared secret, at least 32 bytes (prefer the variable: flags show in ps)")
+	e.secret(&s.JWTSecret, "jwt-secret", "PGPUSH_JWT_SECRET", "HS256 shared secret, at least 32 bytes (prefer the variable: flags show in ps)")
 	e.str(&s.JWKSURL, "jwks-url", "PGPUSH_JWKS_URL", "", "JWKS endpoint for RS256/ES256/EdDSA tokens")
 	e.str(&s.JWTIssuer, "jwt-issuer", "PGPUSH_JWT_ISSUER", "", "required token issuer (iss), checked when set")
 	e.str(&s.JWTAudience, "jwt-audience", "PGPUSH_JWT_AUDIENCE", "", "required token audience (aud), checked when set")
@@ -163,6 +180,13 @@ func (e *envFlags) parse(args []string) error {
 	}
 	if e.fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", e.fs.Arg(0))
+	}
+	given := map[string]bool{}
+	e.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, sf := range e.secrets {
+		if !given[sf.name] {
+			*sf.p = os.Getenv(sf.env)
+		}
 	}
 	return errors.Join(e.errs...)
 }

@@ -14,7 +14,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	var user string
 	var ttl time.Duration
 	e := &envFlags{fs: newFlagSet("token", stderr)}
-	e.str(&s.JWTSecret, "jwt-secret", "PGPUSH_JWT_SECRET", "", "HS256 shared secret")
+	e.secret(&s.JWTSecret, "jwt-secret", "PGPUSH_JWT_SECRET", "HS256 shared secret")
 	e.str(&s.JWTIssuer, "jwt-issuer", "PGPUSH_JWT_ISSUER", "", "issuer (iss) to put in the token")
 	e.str(&s.JWTAudience, "jwt-audience", "PGPUSH_JWT_AUDIENCE", "", "audience (aud) to put in the token")
 	e.fs.StringVar(&user, "user", "", "the user id (the token's sub)")
