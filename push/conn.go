@@ -357,7 +357,15 @@ func (ss *session) readLoop(ctx context.Context) {
 			strikes++
 			if strikes > s.cfg.MessageBurst {
 				ss.c.close(websocket.StatusPolicyViolation, "too many messages")
-				return
+				// Read on, dropping everything, until the writer's close
+				// handshake ends the connection: returning would cancel
+				// the writer, which might then drop the socket without
+				// sending the 1008.
+				for {
+					if _, _, err := ss.ws.Read(ctx); err != nil {
+						return
+					}
+				}
 			}
 			if strikes == 1 {
 				ss.reply(errorFrame(codeRateLimited, "too many messages; slow down"))
