@@ -36,8 +36,12 @@ const (
 	// batch is not served through the dispatcher. Its connections are marked
 	// behind instead, and their writers read the rows from the table in
 	// pages, in parallel and each at its client's pace, so that a burst for
-	// some users does not hold up the rows of everyone else.
+	// some users does not hold up the rows of everyone else. batchRows caps
+	// the rows one batch fetches: past it the users with the most rows are
+	// caught up that way too, so a burst spread over many users cannot hold
+	// up the others either.
 	burstRows = 256
+	batchRows = 2000
 )
 
 // dispatcher turns hints into frames. It runs on one goroutine, so frames
@@ -215,11 +219,32 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	// its start is the last frame each connection took, so nothing before
 	// the batch is missed either.
 	burst := make(map[string]bool)
+	total := 0
 	for u, n := range changed {
 		if n > burstRows {
 			burst[u] = true
-			hub.markUserBehind(u)
+		} else {
+			total += n
 		}
+	}
+	if total > batchRows {
+		heavy := make([]string, 0, len(changed))
+		for u := range changed {
+			if !burst[u] {
+				heavy = append(heavy, u)
+			}
+		}
+		slices.SortFunc(heavy, func(a, b string) int { return changed[b] - changed[a] })
+		for _, u := range heavy {
+			if total <= batchRows {
+				break
+			}
+			burst[u] = true
+			total -= changed[u]
+		}
+	}
+	for u := range burst {
+		hub.markUserBehind(u)
 	}
 	if len(users) == 0 {
 		for _, it := range items {

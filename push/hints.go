@@ -1,9 +1,11 @@
 package push
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // A hint is one NOTIFY payload from the notifications_notify trigger:
@@ -27,6 +29,13 @@ type hintRow struct {
 }
 
 func (r *hintRow) UnmarshalJSON(b []byte) error {
+	// The trigger writes [id,"user_id"] without spaces; with a plain ASCII
+	// user id that is read here directly, which makes a burst's hints
+	// several times cheaper to parse on the listener's goroutine.
+	if id, user, ok := parseRowFast(b); ok {
+		r.ID, r.UserID = id, user
+		return nil
+	}
 	var pair [2]json.RawMessage
 	if err := json.Unmarshal(b, &pair); err != nil {
 		return err
@@ -38,6 +47,34 @@ func (r *hintRow) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("row user_id: %w", err)
 	}
 	return nil
+}
+
+// parseRowFast parses [id,"user_id"] when it has no spaces, the id is a
+// plain integer and the user id printable ASCII without escapes; otherwise it
+// reports false and the caller uses encoding/json.
+func parseRowFast(b []byte) (int64, string, bool) {
+	if len(b) < 6 || b[0] != '[' || b[len(b)-1] != ']' {
+		return 0, "", false
+	}
+	comma := bytes.IndexByte(b, ',')
+	if comma < 2 || (b[1] != '-' && (b[1] < '0' || b[1] > '9')) {
+		return 0, "", false
+	}
+	id, err := strconv.ParseInt(string(b[1:comma]), 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	s := b[comma+1 : len(b)-1]
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return 0, "", false
+	}
+	s = s[1 : len(s)-1]
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return 0, "", false
+		}
+	}
+	return id, string(s), true
 }
 
 var errBadHint = errors.New("malformed notification payload")
