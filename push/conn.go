@@ -143,14 +143,37 @@ func (ss *session) writeFailed(err error) {
 	ss.ws.CloseNow()
 }
 
+// errDatabase marks a failed query, as opposed to a failed write.
+var errDatabase = errors.New("database")
+
 // catchUp replays the user's rows written at or above since, for a
-// connection that fell behind or whose notifications were lost.
+// connection that fell behind or whose notifications were lost. A database
+// failure does not end the connection: the replay starts over after a pause
+// (rows sent twice are harmless), so sockets outlive a database restart.
 func (ss *session) catchUp(ctx context.Context, since Cursor) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := ss.catchUpOnce(ctx, since)
+		if err == nil || !errors.Is(err, errDatabase) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (ss *session) catchUpOnce(ctx context.Context, since Cursor) error {
 	qctx, cancel := context.WithTimeout(ctx, ss.s.cfg.StatementTimeout)
 	unread, err := ss.s.q.NotificationUnreadCount(qctx, ss.userID)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("unread count: %w", err)
+		return fmt.Errorf("unread count: %w: %w", errDatabase, err)
 	}
 	ss.s.metrics.catchUps.Inc()
 	return ss.replay(ctx, since, unread, math.MaxInt64)
@@ -234,7 +257,7 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 		})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("replay: %w", err)
+			return fmt.Errorf("replay: %w: %w", errDatabase, err)
 		}
 		if len(rows) == 0 {
 			return nil

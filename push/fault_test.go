@@ -248,6 +248,41 @@ func TestDatabaseRestartAndPartition(t *testing.T) {
 	}
 }
 
+// Item 2: the database stops while a connection is being caught up from the
+// table (a slow client behind a burst). The socket stays open, and once the
+// database is back the catch-up resumes and delivers every row.
+func TestDatabaseStopDuringACatchUpKeepsTheSocket(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of its own")
+	}
+	t.Parallel()
+	cluster := dbtest.NewCluster(t)
+	e := newFaultEnv(t, cluster.URL("pgpush"), cluster.URL("pgpush"), func(c *push.Config) {
+		fastFaults(c)
+		c.QueueMessages = 8
+	})
+	const rows = 1500
+	slow := e.dialCounter("alice", 2*time.Millisecond)
+	e.exec(`INSERT INTO notifications (user_id, title, body)
+		SELECT 'alice', 'n' || g, repeat('x', 8000) FROM generate_series(1, $1) g`, rows)
+	waitUntil(t, 20*time.Second, "the catch-up to be under way", func() bool { return slow.count() >= 100 })
+	if err := cluster.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if slow.count() >= rows {
+		t.Fatal("the catch-up finished before the database stopped; the test proves nothing")
+	}
+	e.waitReady(false, 5*time.Second)
+	if err := cluster.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.pool.Reset()
+	slow.waitFor(rows, 60*time.Second)
+	if !slow.inOrder() {
+		t.Fatal("rows out of order")
+	}
+}
+
 // Item 2: failover to a new primary that lost the last transactions (or a
 // restore): the server at the database's address now has lower transaction
 // ids than the cursors handed out. pgpush notices on reconnect and closes
