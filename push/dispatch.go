@@ -161,23 +161,28 @@ func (d *dispatcher) process(ctx context.Context, batch []item) {
 // listener meanwhile drops notifications and asks for a catch-up.
 func (d *dispatcher) retry(ctx context.Context, what string, f func() error) {
 	delay := 50 * time.Millisecond
-	failing := false
+	failures := 0
 	for {
 		err := f()
 		if err == nil || ctx.Err() != nil {
-			if failing && err == nil {
+			if failures > 1 && err == nil {
 				d.s.log.Info("dispatcher recovered", "step", what)
 			}
 			return
 		}
-		if !failing {
+		// One failure is usually a connection that died with the
+		// database's restart, which the listener has already reported:
+		// only a second one in a row is news.
+		failures++
+		if failures == 2 {
 			d.s.log.Warn("dispatcher cannot reach the database; retrying", "step", what, "err", err)
-			failing = true
 		}
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(delay):
+		case <-t.C:
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
