@@ -3,14 +3,15 @@ package push
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgxlisten"
 
 	"github.com/pgpush/pgpush/db"
 )
@@ -30,51 +31,158 @@ const (
 // the table. A reconnect does the same for whatever was sent while it was
 // away, because NOTIFY is not durable.
 //
-// The connection proves itself: after a heartbeat interval without a
-// notification the listener sends a heartbeat NOTIFY on that same
-// connection, a round trip bounded by a timeout, so a dead server, a dropped
-// network path or a proxy that silently stopped forwarding is found within
-// about two intervals even when nothing else is sent. (pgxlisten cannot do
-// this: it waits for notifications without a deadline.) The heartbeat also
-// reaches every node of the deployment and advances its watermark while no
-// rows are written.
+// The LISTEN loop is pgxlisten's. The connection has to prove itself: a
+// watchdog sends a heartbeat NOTIFY through the pool after every quiet
+// interval and, when no notification at all has reached the LISTEN
+// connection for three intervals, cancels the loop, which reconnects. So a
+// dead server, a dropped network path or a proxy that silently stopped
+// forwarding is found within seconds even when nothing else is sent, and the
+// proof covers the whole path (a NOTIFY committed elsewhere arrives here).
+// The heartbeat also reaches every node of the deployment and advances its
+// watermark while no rows are written.
 //
-// It is not safe for concurrent use, except connected, which anyone may read.
+// It is not safe for concurrent use, except connected and lastHeard, which
+// anyone may read.
 type listener struct {
 	s       *Server
 	channel string
 	node    string
 
 	connected atomic.Bool
+	// lastHeard is when the LISTEN connection last delivered anything
+	// (unix nanoseconds); setupStart when the current attempt began.
+	lastHeard  atomic.Int64
+	setupStart atomic.Int64
 	// firstConnect is closed once the first LISTEN is active.
 	firstConnect chan struct{}
 
 	// Owned by the run goroutine.
 	downSince time.Time
 	attempt   int  // reconnect attempts since the last working session
+	failed    bool // the last session failed: back off before the next
 	dropping  bool // notifications were dropped and no marker is queued yet
 	started   bool
 	prev      db.ListenerBackendRow // the last session's backend
 }
 
-// run keeps a LISTEN session up until ctx ends, reconnecting with a capped,
-// jittered exponential backoff.
+// errStale ends a session whose connection stopped delivering.
+var errStale = errors.New("no notification, not even a heartbeat, arrived for three heartbeat intervals")
+
+// run keeps a LISTEN session up until ctx ends. pgxlisten reconnects after a
+// connection error (connect applies the backoff); the watchdog restarts it
+// when the connection goes silent.
 func (l *listener) run(ctx context.Context) {
 	defer l.setConnected(false)
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		stale := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { l.watch(sctx, cancel, stale) })
+		pl := &pgxlisten.Listener{
+			Connect:        l.connect,
+			LogError:       l.logError,
+			ReconnectDelay: -1, // connect backs off itself, with jitter
+		}
+		pl.Handle(l.channel, l)
+		pl.Listen(sctx)
+		cancel()
+		wg.Wait()
+		select {
+		case <-stale:
+			l.lost(errStale)
+		default:
+		}
+	}
+}
+
+// watch sends a heartbeat through the pool after every quiet interval and
+// cancels the session when the LISTEN connection has delivered nothing for
+// three intervals, or when setting one up takes too long. It closes stale
+// when it cancels.
+func (l *listener) watch(ctx context.Context, cancel context.CancelFunc, stale chan<- struct{}) {
+	interval := l.s.cfg.HeartbeatInterval
+	t := time.NewTicker(interval)
+	defer t.Stop()
 	for {
-		err := l.session(ctx)
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if !l.connected.Load() {
+			if now.Sub(time.Unix(0, l.setupStart.Load())) > listenSetupTimeout {
+				close(stale)
+				cancel()
+				return
+			}
+			continue
+		}
+		quiet := now.Sub(time.Unix(0, l.lastHeard.Load()))
+		if quiet > 3*interval {
+			close(stale)
+			cancel()
 			return
 		}
-		l.lost(err)
+		if quiet >= interval {
+			hctx, hcancel := context.WithTimeout(ctx, max(interval, time.Second))
+			err := l.s.q.NotificationHeartbeat(hctx, db.NotificationHeartbeatParams{Channel: l.channel, Node: l.node})
+			hcancel()
+			if err != nil && ctx.Err() == nil {
+				l.s.log.Debug("heartbeat failed", "err", err)
+			}
+		}
+	}
+}
+
+// connect is pgxlisten's Connect: after a failed session it first waits out
+// the backoff.
+func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
+	if l.failed {
 		t := time.NewTimer(l.backoff())
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil, ctx.Err()
 		case <-t.C:
 		}
 	}
+	l.failed = true // until LISTEN is active
+	l.setupStart.Store(time.Now().UnixNano())
+	cfg := l.s.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "pgpush-listener"
+	// TCP keepalives find a dead peer even between heartbeats.
+	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3,
+	}}
+	cfg.DialFunc = dialer.DialContext
+	cfg.ConnectTimeout = listenSetupTimeout / 2
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// HandleBacklog is called by pgxlisten once LISTEN is active on a new
+// connection.
+func (l *listener) HandleBacklog(ctx context.Context, channel string, conn *pgx.Conn) error {
+	sctx, cancel := context.WithTimeout(ctx, listenSetupTimeout)
+	defer cancel()
+	l.endPrevious(sctx, db.New(conn))
+	l.listening()
+	return nil
+}
+
+// HandleNotification is called by pgxlisten for every notification; it must
+// not wait, and does not.
+func (l *listener) HandleNotification(ctx context.Context, n *pgconn.Notification, conn *pgx.Conn) error {
+	l.handle(n)
+	return nil
+}
+
+// logError is pgxlisten's LogError: every error it reports ends a session.
+func (l *listener) logError(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	l.lost(err)
 }
 
 // backoff returns the wait before the next attempt: "equal jitter" of an
@@ -89,41 +197,6 @@ func (l *listener) backoff() time.Duration {
 	ceiling = min(ceiling, max(l.s.cfg.ReconnectMax, 1))
 	l.attempt++
 	return ceiling/2 + rand.N(ceiling/2+1)
-}
-
-// session connects, listens, and receives until the connection fails or ctx
-// ends. It returns why the session ended (nil when ctx ended).
-func (l *listener) session(ctx context.Context) error {
-	cfg := l.s.pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["application_name"] = "pgpush-listener"
-	// TCP keepalives find a dead peer even between heartbeats.
-	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
-		Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3,
-	}}
-	cfg.DialFunc = dialer.DialContext
-	cfg.ConnectTimeout = listenSetupTimeout / 2
-
-	sctx, cancel := context.WithTimeout(ctx, listenSetupTimeout)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(sctx, cfg)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), listenCloseTimeout)
-		defer cancel()
-		conn.Close(cctx)
-	}()
-	// LISTEN takes an identifier, which sqlc cannot parameterise.
-	if _, err := conn.Exec(sctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	q := db.New(conn)
-	l.endPrevious(sctx, q)
-	cancel()
-
-	l.listening()
-	return l.receive(ctx, conn, q)
 }
 
 // endPrevious ends the previous session's backend if the server still keeps
@@ -153,45 +226,11 @@ func (l *listener) endPrevious(ctx context.Context, q *db.Queries) {
 	}
 }
 
-// receive hands notifications to the dispatcher and sends a heartbeat after
-// every quiet interval. Any error ends the session.
-func (l *listener) receive(ctx context.Context, conn *pgx.Conn, q *db.Queries) error {
-	interval := l.s.cfg.HeartbeatInterval
-	// A heartbeat is one trivial statement; a server too busy to answer it
-	// in this time is treated as gone.
-	timeout := max(2*interval, time.Second)
-	for {
-		wctx, cancel := context.WithTimeout(ctx, interval)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		if n != nil {
-			l.handle(n)
-		}
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err == nil:
-			continue
-		case !errors.Is(err, context.DeadlineExceeded):
-			return fmt.Errorf("wait for notifications: %w", err)
-		}
-		// A quiet interval (a timed-out wait leaves the connection
-		// usable): prove that the connection still works.
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		err = q.NotificationHeartbeat(hctx, db.NotificationHeartbeatParams{Channel: l.channel, Node: l.node})
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("heartbeat: %w", err)
-		}
-	}
-}
-
 // listening runs once LISTEN is active on a new connection.
 func (l *listener) listening() {
 	l.attempt = 0
+	l.failed = false
+	l.lastHeard.Store(time.Now().UnixNano())
 	l.setConnected(true)
 	if !l.started {
 		l.started = true
@@ -209,6 +248,7 @@ func (l *listener) listening() {
 // handle parses a payload and queues it without blocking.
 func (l *listener) handle(n *pgconn.Notification) {
 	now := time.Now()
+	l.lastHeard.Store(now.UnixNano())
 	h, err := parseHint(n.Payload)
 	if err != nil {
 		// A stray NOTIFY on our channel is not ours to act on.
@@ -257,6 +297,7 @@ func (l *listener) lost(err error) {
 	if err == nil {
 		err = errors.New("session ended")
 	}
+	l.failed = true
 	if !l.connected.Load() {
 		if !l.started && l.attempt == 0 {
 			l.s.log.Warn("listener cannot connect; retrying", "err", err)
