@@ -37,6 +37,11 @@ type session struct {
 	userID  string
 	limiter *rate.Limiter
 
+	// snapshotIDs are the ids a fresh connection's ready frame listed, kept
+	// (by the writer) until snapshotUntil to drop their echoes.
+	snapshotIDs   map[int64]struct{}
+	snapshotUntil time.Time
+
 	// expiry carries a fresh token's deadline (see tokenDeadline) from the
 	// reader to the writer.
 	expiry chan time.Time
@@ -92,6 +97,9 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 			return
 		case <-ss.c.wake:
 			ss.c.take(&p)
+			if ss.snapshotIDs != nil {
+				p.frames = ss.dropSnapshotEchoes(p.frames)
+			}
 			if err := ss.writeFrames(ctx, p.frames); err != nil {
 				ss.writeFailed(err)
 				return
@@ -130,6 +138,27 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 			})
 		}
 	}
+}
+
+// dropSnapshotEchoes removes the "created" of rows a fresh connection's
+// ready frame already listed: the connection registered before it read its
+// snapshot, so a row committed in between is in both. Such an echo comes
+// from a notification sent before the snapshot was read, so it arrives soon
+// after; the ids are kept for a few seconds, then let go.
+func (ss *session) dropSnapshotEchoes(frames []frame) []frame {
+	kept := frames[:0]
+	for _, f := range frames {
+		if _, listed := ss.snapshotIDs[f.createdID]; listed && f.createdID != 0 {
+			delete(ss.snapshotIDs, f.createdID)
+			continue
+		}
+		kept = append(kept, f)
+	}
+	clear(frames[len(kept):])
+	if len(ss.snapshotIDs) == 0 || time.Now().After(ss.snapshotUntil) {
+		ss.snapshotIDs = nil
+	}
+	return kept
 }
 
 // writeFailed ends a connection whose write failed. A write that timed out
@@ -295,6 +324,11 @@ func (ss *session) snapshot(ctx context.Context, unread int64, cur Cursor, resyn
 		list[i] = rows[i].Notification
 	}
 	ss.c.synced(cur)
+	ss.snapshotUntil = time.Now().Add(5 * time.Second)
+	ss.snapshotIDs = make(map[int64]struct{}, len(list))
+	for i := range list {
+		ss.snapshotIDs[list[i].ID] = struct{}{}
+	}
 	return ss.write(ctx, readyFrame(ss.userID, unread, cur, list, true, resync))
 }
 

@@ -415,7 +415,11 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fet
 		default:
 			continue
 		}
-		d.s.hub.deliver(r.UserID, frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"})
+		f := frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"}
+		if it.h.Op == "c" {
+			f.createdID = r.ID
+		}
+		d.s.hub.deliver(r.UserID, f)
 	}
 }
 

@@ -162,6 +162,8 @@ type frame struct {
 	at time.Time
 	// cur is the cursor the frame carries (zero for frames without one).
 	cur Cursor
+	// createdID is the row id of a "created" frame (zero for others).
+	createdID int64
 	// deleted marks a "deleted" frame, which is kept even while the
 	// connection is behind: a replay from the table cannot show a deletion.
 	deleted bool
