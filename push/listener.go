@@ -20,8 +20,6 @@ const (
 	// listenSetupTimeout bounds connecting, LISTEN and the session checks of
 	// one attempt: a server that accepts TCP but never answers is given up.
 	listenSetupTimeout = 10 * time.Second
-	// listenCloseTimeout bounds the goodbye to a connection being dropped.
-	listenCloseTimeout = time.Second
 )
 
 // listener holds the node's one LISTEN connection. It only parses payloads
