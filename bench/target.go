@@ -39,7 +39,6 @@ const (
 // target is the server and database a run measures.
 type target struct {
 	selfContained bool
-	durable       bool // meaningful when selfContained
 	baseURL       *url.URL
 	databaseURL   string
 	secret        []byte
