@@ -37,6 +37,24 @@ type session struct {
 	userID  string
 	limiter *rate.Limiter
 
+	// sent remembers the rows (and their changed_xid) of the last row
+	// frames written, so a catch-up from the table does not send a row again
+	// in a state the client already has (writer only; nil until used).
+	sent *sentLog
+
+	// replayed holds the rows a catch-up just wrote from the table (id →
+	// changed_xid) and the transactions they came from, so that live frames
+	// of those very transactions, still on their way, are not sent again
+	// (writer only; nil when not filtering).
+	replayed     map[int64]uint64
+	replayedXids map[uint64]struct{}
+	// liveXid, liveMin and liveMax describe the live frames written since
+	// the last catch-up from the newest transaction: a transaction's rows
+	// reach a connection in id order and without gaps until it falls
+	// behind, so a catch-up skips that range (writer only).
+	liveXid          uint64
+	liveMin, liveMax int64
+
 	// snapshotIDs are the ids a fresh connection's ready frame listed, kept
 	// (by the writer) until snapshotUntil to drop their echoes.
 	snapshotIDs   map[int64]struct{}
@@ -100,6 +118,9 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 			if ss.snapshotIDs != nil {
 				p.frames = ss.dropSnapshotEchoes(p.frames)
 			}
+			if ss.replayed != nil {
+				p.frames = ss.dropReplayEchoes(p.frames)
+			}
 			if err := ss.writeFrames(ctx, p.frames); err != nil {
 				ss.writeFailed(err)
 				return
@@ -148,8 +169,8 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 func (ss *session) dropSnapshotEchoes(frames []frame) []frame {
 	kept := frames[:0]
 	for _, f := range frames {
-		if _, listed := ss.snapshotIDs[f.createdID]; listed && f.createdID != 0 {
-			delete(ss.snapshotIDs, f.createdID)
+		if _, listed := ss.snapshotIDs[f.rowID]; listed && f.created {
+			delete(ss.snapshotIDs, f.rowID)
 			continue
 		}
 		kept = append(kept, f)
@@ -159,6 +180,85 @@ func (ss *session) dropSnapshotEchoes(frames []frame) []frame {
 		ss.snapshotIDs = nil
 	}
 	return kept
+}
+
+// maxReplayed bounds the rows a catch-up remembers to filter echoes; past it
+// echoes are possible (a client treats them as replacements by id).
+const maxReplayed = 20_000
+
+func (ss *session) noteReplayed(id int64, xid uint64) {
+	if ss.replayed == nil {
+		ss.replayed = make(map[int64]uint64)
+		ss.replayedXids = make(map[uint64]struct{})
+	}
+	if len(ss.replayed) < maxReplayed {
+		ss.replayed[id] = xid
+		ss.replayedXids[xid] = struct{}{}
+	}
+}
+
+// alreadySent reports whether row id was written in the state of
+// transaction xid: live just before the catch-up, or by a previous one.
+func (ss *session) alreadySent(id int64, xid uint64) bool {
+	if xid == ss.liveXid && id >= ss.liveMin && id <= ss.liveMax {
+		return true
+	}
+	if x, ok := ss.replayed[id]; ok && x == xid {
+		return true
+	}
+	return ss.sent.has(id, xid)
+}
+
+// dropReplayEchoes removes live frames of rows a catch-up already wrote in
+// the same state. Frames reach a connection in commit order, so once a frame
+// of a transaction the catch-up did not show arrives, no echo can follow and
+// the filter ends.
+func (ss *session) dropReplayEchoes(frames []frame) []frame {
+	kept := frames[:0]
+	for i, f := range frames {
+		if f.rowID == 0 {
+			kept = append(kept, f)
+			continue
+		}
+		if _, ok := ss.replayedXids[f.xid]; !ok {
+			ss.replayed, ss.replayedXids = nil, nil
+			kept = append(kept, frames[i:]...)
+			break
+		}
+		if ss.replayed[f.rowID] == f.xid {
+			continue
+		}
+		kept = append(kept, f)
+	}
+	clear(frames[len(kept):])
+	return kept
+}
+
+// sentLog is a ring of the last row frames a connection wrote.
+type sentLog struct {
+	rows [64]struct {
+		id  int64
+		xid uint64
+	}
+	next int
+}
+
+func (l *sentLog) add(id int64, xid uint64) {
+	l.rows[l.next].id, l.rows[l.next].xid = id, xid
+	l.next = (l.next + 1) % len(l.rows)
+}
+
+// has reports whether row id was written in the state of transaction xid.
+func (l *sentLog) has(id int64, xid uint64) bool {
+	if l == nil {
+		return false
+	}
+	for _, r := range l.rows {
+		if r.id == id && r.xid == xid {
+			return true
+		}
+	}
+	return false
 }
 
 // writeFailed ends a connection whose write failed. A write that timed out
@@ -199,13 +299,20 @@ func (ss *session) catchUp(ctx context.Context, since Cursor) error {
 
 func (ss *session) catchUpOnce(ctx context.Context, since Cursor) error {
 	qctx, cancel := context.WithTimeout(ctx, ss.s.cfg.StatementTimeout)
-	unread, err := ss.s.q.NotificationUnreadCount(qctx, ss.userID)
+	state, err := ss.s.q.NotificationSyncState(qctx, ss.userID)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("unread count: %w: %w", errDatabase, err)
+		return fmt.Errorf("sync state: %w: %w", errDatabase, err)
 	}
 	ss.s.metrics.catchUps.Inc()
-	return ss.replay(ctx, since, unread, math.MaxInt64)
+	if err := ss.replay(ctx, since, state.Unread, math.MaxInt64, true); err != nil {
+		return err
+	}
+	// Every transaction below xmin had committed before the replay read the
+	// table, so its rows were sent: a later catch-up can start there.
+	ss.c.synced(Cursor(state.Xmin))
+	ss.liveXid = 0
+	return nil
 }
 
 func (ss *session) writeFrames(ctx context.Context, frames []frame) error {
@@ -217,6 +324,19 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) error {
 	for _, f := range frames {
 		if err := ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
 			return err
+		}
+		if f.rowID != 0 && !f.at.IsZero() {
+			if f.xid != ss.liveXid {
+				ss.liveXid, ss.liveMin, ss.liveMax = f.xid, f.rowID, f.rowID
+			} else {
+				ss.liveMin, ss.liveMax = min(ss.liveMin, f.rowID), max(ss.liveMax, f.rowID)
+			}
+		}
+		if f.rowID != 0 {
+			if ss.sent == nil {
+				ss.sent = new(sentLog)
+			}
+			ss.sent.add(f.rowID, f.xid)
 		}
 		if !f.at.IsZero() {
 			ss.s.metrics.delivered.Inc()
@@ -263,7 +383,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		s.metrics.resyncs.Inc()
 		return ss.snapshot(ctx, state.Unread, xmin, true)
 	}
-	if err := ss.replay(ctx, since, state.Unread, n); err != nil {
+	if err := ss.replay(ctx, since, state.Unread, n, false); err != nil {
 		return err
 	}
 	ready := max(since, xmin)
@@ -275,7 +395,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 // above since, in (changed_xid, id) order, as "created" (inserted at or above
 // since) or "updated". Every frame carries since: a client cut off halfway
 // resumes from the same place.
-func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64) error {
+func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64, skipSent bool) error {
 	s := ss.s
 	var afterXid, afterID int64
 	for sent := int64(0); sent < limit; {
@@ -291,13 +411,20 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 		if len(rows) == 0 {
 			return nil
 		}
-		frames := make([]frame, len(rows))
+		frames := make([]frame, 0, len(rows))
 		for i := range rows {
+			n := &rows[i].Notification
+			if skipSent && ss.alreadySent(n.ID, n.ChangedXid.Uint64) {
+				continue // written in this very state already
+			}
+			if skipSent {
+				ss.noteReplayed(n.ID, n.ChangedXid.Uint64)
+			}
 			typ := "updated"
 			if rows[i].Created {
 				typ = "created"
 			}
-			frames[i] = frame{b: rowFrame(typ, &rows[i].Notification, unread, since)}
+			frames = append(frames, frame{b: rowFrame(typ, n, unread, since), rowID: n.ID, xid: n.ChangedXid.Uint64})
 		}
 		if err := ss.writeFrames(ctx, frames); err != nil {
 			return err

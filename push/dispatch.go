@@ -416,8 +416,8 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fet
 			continue
 		}
 		f := frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"}
-		if it.h.Op == "c" {
-			f.createdID = r.ID
+		if n := fetched[r.ID]; n != nil && it.h.Op != "d" {
+			f.rowID, f.xid, f.created = r.ID, n.ChangedXid.Uint64, it.h.Op == "c"
 		}
 		d.s.hub.deliver(r.UserID, f)
 	}

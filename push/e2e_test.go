@@ -405,3 +405,39 @@ func TestShutdownClosesConnectionsWith1001(t *testing.T) {
 		t.Fatalf("close code %d, want 1001", code)
 	}
 }
+
+// A burst is caught up from the table; the live frames of the same rows that
+// are still on their way must not reach the client a second time.
+func TestABurstSendsEachRowOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	t.Parallel()
+	e := newEnv(t, nil)
+	const users, rows = 100, 100_000
+	cs := make([]*client, users)
+	for i := range cs {
+		cs[i], _ = e.dial(fmt.Sprintf("u%d", i), "")
+	}
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'u' || (g % 100), 'n' || g FROM generate_series(1, 100000) g`)
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'u' || g, 'marker' FROM generate_series(0, 99) g`)
+	for i, c := range cs {
+		seen := make(map[int64]bool, rows/users)
+		for {
+			m := c.next("")
+			if m.Type != "created" {
+				t.Fatalf("u%d got %s", i, m.Raw)
+			}
+			if m.Notification.Title == "marker" {
+				break
+			}
+			if seen[m.Notification.ID] {
+				t.Fatalf("u%d got row %d twice", i, m.Notification.ID)
+			}
+			seen[m.Notification.ID] = true
+		}
+		if len(seen) != rows/users {
+			t.Fatalf("u%d got %d rows before its marker, want %d", i, len(seen), rows/users)
+		}
+	}
+}

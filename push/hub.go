@@ -162,8 +162,11 @@ type frame struct {
 	at time.Time
 	// cur is the cursor the frame carries (zero for frames without one).
 	cur Cursor
-	// createdID is the row id of a "created" frame (zero for others).
-	createdID int64
+	// rowID and xid are the row and the changed_xid it had, for "created"
+	// and "updated" frames (zero for others).
+	rowID   int64
+	xid     uint64
+	created bool
 	// deleted marks a "deleted" frame, which is kept even while the
 	// connection is behind: a replay from the table cannot show a deletion.
 	deleted bool
@@ -234,7 +237,7 @@ func (c *conn) enqueue(f frame) bool {
 	c.queue = append(c.queue, f)
 	c.queueBytes += len(f.b)
 	if f.cur != 0 {
-		c.lastCur = f.cur
+		c.lastCur = max(c.lastCur, f.cur)
 	}
 	c.mu.Unlock()
 	c.signal()
