@@ -44,13 +44,18 @@ func newEnv(t testing.TB, tweak func(*push.Config)) *env {
 
 func newEnvOn(t testing.TB, url string, tweak func(*push.Config)) *env {
 	t.Helper()
-	pool := dbtest.Pool(t, url)
-	ctx := context.Background()
-	v, err := auth.New(ctx, auth.Config{Secret: testSecret})
+	v, err := auth.New(context.Background(), auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
+	return startEnv(t, url, dbtest.Pool(t, url), v, tweak)
+}
+
+// startEnv starts a server on pool with verifier v and serves it; dbURL is
+// recorded for tests that connect on their own.
+func startEnv(t testing.TB, dbURL string, pool *pgxpool.Pool, v push.Verifier, tweak func(*push.Config)) *env {
+	t.Helper()
 	cfg := push.Config{Logger: testLogger(t)}
 	if tweak != nil {
 		tweak(&cfg)
@@ -59,7 +64,7 @@ func newEnvOn(t testing.TB, url string, tweak func(*push.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Start(sctx); err != nil {
 		t.Fatal(err)
@@ -69,7 +74,7 @@ func newEnvOn(t testing.TB, url string, tweak func(*push.Config)) *env {
 		srv.Close()
 		hs.Close()
 	})
-	e := &env{t: t, url: url, pool: pool, srv: srv, http: hs}
+	e := &env{t: t, url: dbURL, pool: pool, srv: srv, http: hs}
 	waitUntil(t, 10*time.Second, "server ready", func() bool {
 		return e.get("/readyz", "").StatusCode == http.StatusOK
 	})

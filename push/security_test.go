@@ -1217,34 +1217,6 @@ func newAuthEnv(t *testing.T, ac auth.Config, tweak func(*push.Config)) *env {
 	return startEnv(t, dbURL, dbtest.Pool(t, dbURL), v, tweak)
 }
 
-// startEnv is newEnvOn with a verifier and pool of the caller's.
-func startEnv(t *testing.T, dbURL string, pool *pgxpool.Pool, v push.Verifier, tweak func(*push.Config)) *env {
-	t.Helper()
-	cfg := push.Config{Logger: testLogger(t)}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	srv, err := push.New(pool, v, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(sctx); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-	})
-	e := &env{t: t, url: dbURL, pool: pool, srv: srv, http: hs}
-	waitUntil(t, 10*time.Second, "server ready", func() bool {
-		return e.get("/readyz", "").StatusCode == http.StatusOK
-	})
-	return e
-}
-
 // expect returns the next frame that ok accepts. It skips repeated
 // "created" and "updated" events for the rows in mine (SPEC §4 lets a client
 // see an event twice, and a row written just before a socket opened can also
