@@ -308,4 +308,10 @@ func (l *listener) lost(err error) {
 	l.downSince = time.Now()
 	l.s.metrics.reconnects.Inc()
 	l.s.log.Warn("listener connection lost; reconnecting and catching up from the table", "err", err)
+	// The pool's idle connections most likely died the same way (a
+	// restart, a failover, a cut network). The pool pings only those idle
+	// for over a second before lending them, so after a quick restart the
+	// first query on each would fail: a user's "read" would get an error.
+	// Dropping them now costs a reconnect each, when next needed.
+	l.s.pool.Reset()
 }
