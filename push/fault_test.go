@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"runtime/metrics"
 	"slices"
@@ -31,7 +30,6 @@ import (
 
 	"github.com/pgpush/pgpush/db/dbtest"
 	"github.com/pgpush/pgpush/push"
-	"github.com/pgpush/pgpush/push/auth"
 )
 
 // fastFaults makes the listener notice faults and reconnect quickly.
@@ -606,58 +604,9 @@ func newFaultEnv(t testing.TB, dbURL, serverURL string, tweak func(*push.Config)
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := newEnvWithPool(t, pool, tweak)
-	e.url = dbURL
+	e := startEnv(t, dbURL, pool, testVerifier(t), tweak)
 	e.pool = dbtest.Pool(t, dbURL)
 	return e
-}
-
-// newEnvWithPool is newEnvOn with the server's own pool.
-func newEnvWithPool(t testing.TB, pool *pgxpool.Pool, tweak func(*push.Config)) *env {
-	t.Helper()
-	v := testVerifier(t)
-	cfg := push.Config{Logger: testLogger(t)}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	srv, err := push.New(pool, v, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(sctx); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-	})
-	e := &env{t: t, pool: pool, srv: srv, http: hs}
-	e.waitReady(true, 10*time.Second)
-	return e
-}
-
-func testVerifier(t testing.TB) push.Verifier {
-	t.Helper()
-	v, err := auth.New(context.Background(), auth.Config{Secret: testSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	return v
-}
-
-func (e *env) waitReady(ready bool, timeout time.Duration) {
-	e.t.Helper()
-	want := http.StatusServiceUnavailable
-	if ready {
-		want = http.StatusOK
-	}
-	waitUntil(e.t, timeout, fmt.Sprintf("/readyz %d", want), func() bool {
-		return e.get("/readyz", "").StatusCode == want
-	})
 }
 
 // listenerPID returns the backend pid of the server's LISTEN session.

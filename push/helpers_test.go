@@ -3,6 +3,7 @@ package push_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -44,12 +45,7 @@ func newEnv(t testing.TB, tweak func(*push.Config)) *env {
 
 func newEnvOn(t testing.TB, url string, tweak func(*push.Config)) *env {
 	t.Helper()
-	v, err := auth.New(context.Background(), auth.Config{Secret: testSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	return startEnv(t, url, dbtest.Pool(t, url), v, tweak)
+	return startEnv(t, url, dbtest.Pool(t, url), testVerifier(t), tweak)
 }
 
 // startEnv starts a server on pool with verifier v and serves it; dbURL is
@@ -75,10 +71,31 @@ func startEnv(t testing.TB, dbURL string, pool *pgxpool.Pool, v push.Verifier, t
 		hs.Close()
 	})
 	e := &env{t: t, url: dbURL, pool: pool, srv: srv, http: hs}
-	waitUntil(t, 10*time.Second, "server ready", func() bool {
-		return e.get("/readyz", "").StatusCode == http.StatusOK
-	})
+	e.waitReady(true, 10*time.Second)
 	return e
+}
+
+// testVerifier checks tokens signed with testSecret.
+func testVerifier(t testing.TB) push.Verifier {
+	t.Helper()
+	v, err := auth.New(context.Background(), auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// waitReady waits for /readyz to say ready (200) or not (503).
+func (e *env) waitReady(ready bool, timeout time.Duration) {
+	e.t.Helper()
+	want := http.StatusServiceUnavailable
+	if ready {
+		want = http.StatusOK
+	}
+	waitUntil(e.t, timeout, fmt.Sprintf("/readyz %d", want), func() bool {
+		return e.get("/readyz", "").StatusCode == want
+	})
 }
 
 func testLogger(t testing.TB) *slog.Logger {
