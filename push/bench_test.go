@@ -1,0 +1,82 @@
+package push
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgpush/pgpush/db"
+)
+
+// Benchmarks of the hot path, for benchstat (hint decoding is in
+// hints_test.go): frame encoding (dispatcher, once per row), routing to connections (hub)
+// and the connection queue (enqueue and take).
+
+func benchNotification() db.Notification {
+	url := "https://shop.example/orders/42"
+	return db.Notification{
+		ID: 42, UserID: "alice", Kind: "order.shipped", Title: "Order shipped",
+		Body: strings.Repeat("Your order #42 is on its way. ", 7), Url: &url,
+		Data:      []byte(`{"order": 42, "items": [1, 2, 3]}`),
+		CreatedAt: pgtype.Timestamptz{Valid: true},
+	}
+}
+
+func BenchmarkRowFrame(b *testing.B) {
+	n := benchNotification()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = rowFrame("created", &n, 7, 123456)
+	}
+}
+
+// BenchmarkHubDeliver routes one frame to every connection of a user among
+// 1,000 and lets each connection's writer take it.
+func BenchmarkHubDeliver(b *testing.B) {
+	for _, perUser := range []int{1, 10} {
+		b.Run(fmt.Sprintf("conns=%d", perUser), func(b *testing.B) {
+			h := newHub(100, 1_000_000)
+			users := make([]string, 1000)
+			conns := make([][]*conn, len(users))
+			for u := range users {
+				users[u] = fmt.Sprintf("user-%d", u)
+				for range perUser {
+					c := newConn(users[u], 1024, 8<<20)
+					if err := h.add(c); err != nil {
+						b.Fatal(err)
+					}
+					conns[u] = append(conns[u], c)
+				}
+			}
+			n := benchNotification()
+			f := frame{b: rowFrame("created", &n, 1, 1), cur: 1, rowID: 42, created: true}
+			var p pending
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				u := i % len(users)
+				i++
+				h.deliver(users[u], f)
+				for _, c := range conns[u] {
+					<-c.wake
+					c.take(&p)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkConnQueue(b *testing.B) {
+	c := newConn("alice", 1024, 8<<20)
+	n := benchNotification()
+	f := frame{b: rowFrame("created", &n, 1, 1), cur: 1}
+	var p pending
+	b.ReportAllocs()
+	for b.Loop() {
+		c.enqueue(f)
+		<-c.wake
+		c.take(&p)
+	}
+}
