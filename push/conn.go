@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -82,7 +83,13 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 
 	if err := ss.sync(ctx, cursor); err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("initial sync failed", "user_id", ss.userID, "err", err)
+			// During a database outage every reconnecting client fails
+			// here; the listener already logged the outage once.
+			level := slog.LevelWarn
+			if !s.Ready() {
+				level = slog.LevelDebug
+			}
+			s.log.Log(ctx, level, "initial sync failed", "user_id", ss.userID, "err", err)
 			ss.ws.Close(websocket.StatusInternalError, "could not read notifications; reconnect")
 		}
 		ss.ws.CloseNow()
