@@ -387,10 +387,17 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 }
 
 const notificationsByIDs = `-- name: NotificationsByIDs :many
-SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid
+WITH unread AS (
+    SELECT u.user_id, count(*)::bigint AS unread
+    FROM notifications u
+    WHERE u.user_id = ANY($2::text[]) AND u.read_at IS NULL
+    GROUP BY u.user_id
+)
+SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid, coalesce(unread.unread, 0)::bigint AS unread
 FROM notifications
-WHERE id = ANY($1::bigint[]) AND user_id = ANY($2::text[])
-ORDER BY id
+LEFT JOIN unread ON unread.user_id = notifications.user_id
+WHERE notifications.id = ANY($1::bigint[]) AND notifications.user_id = ANY($2::text[])
+ORDER BY notifications.id
 `
 
 type NotificationsByIDsParams struct {
@@ -400,9 +407,12 @@ type NotificationsByIDsParams struct {
 
 type NotificationsByIDsRow struct {
 	Notification Notification
+	Unread       int64
 }
 
-// The rows behind a batch of NOTIFY hints, only for users connected here.
+// The rows behind a batch of NOTIFY hints, only for users connected here,
+// each with its user's unread count (counted once per user): one round trip
+// per batch.
 func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
 	rows, err := q.db.Query(ctx, notificationsByIDs, arg.Ids, arg.UserIds)
 	if err != nil {
@@ -424,6 +434,7 @@ func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDs
 			&i.Notification.ReadAt,
 			&i.Notification.CreatedXid,
 			&i.Notification.ChangedXid,
+			&i.Unread,
 		); err != nil {
 			return nil, err
 		}

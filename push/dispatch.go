@@ -202,6 +202,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	users := make(map[string]int64) // connected user -> unread
 	absent := make(map[string]struct{})
 	changed := make(map[string]int) // connected user -> created or updated rows
+	deleters := make(map[string]struct{})
 	for _, it := range items {
 		for _, r := range it.h.Rows {
 			if _, skip := absent[r.UserID]; skip {
@@ -216,6 +217,8 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 			}
 			if it.h.Op != "d" {
 				changed[r.UserID]++
+			} else {
+				deleters[r.UserID] = struct{}{}
 			}
 		}
 	}
@@ -257,24 +260,28 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		}
 		return nil
 	}
-	userIDs := make([]string, 0, len(users))
-	for u := range users {
-		userIDs = append(userIDs, u)
-	}
-	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
-	q, err := d.queries(qctx)
-	if err != nil {
+	// A "deleted" frame needs its user's unread count from here; a row's
+	// frame gets it with the row (NotificationsByIDs).
+	if len(deleters) > 0 {
+		userIDs := make([]string, 0, len(deleters))
+		for u := range deleters {
+			userIDs = append(userIDs, u)
+		}
+		qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+		q, err := d.queries(qctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		counts, err := q.NotificationUnreadCounts(qctx, userIDs)
 		cancel()
-		return err
-	}
-	counts, err := q.NotificationUnreadCounts(qctx, userIDs)
-	cancel()
-	if err != nil {
-		d.dropConn()
-		return fmt.Errorf("unread counts: %w", err)
-	}
-	for _, c := range counts {
-		users[c.UserID] = c.Unread
+		if err != nil {
+			d.dropConn()
+			return fmt.Errorf("unread counts: %w", err)
+		}
+		for _, c := range counts {
+			users[c.UserID] = c.Unread
+		}
 	}
 
 	// A window is a run of spans (parts of items) whose rows are fetched
@@ -289,7 +296,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		accepting = make(map[string]bool)
 	)
 	flush := func() error {
-		rows, err := d.fetch(ctx, ids, accepting)
+		rows, err := d.fetch(ctx, ids, accepting, users)
 		if err != nil {
 			return err
 		}
@@ -346,8 +353,9 @@ func (d *dispatcher) fetchLimit() int {
 	return max(1, min(maxFetchRows, fetchBudget/d.rowBytes))
 }
 
-// fetch reads the rows ids of the users in accepting.
-func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool) (map[int64]*db.Notification, error) {
+// fetch reads the rows ids of accepting users and records each user's
+// unread count in users.
+func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool, users map[string]int64) (map[int64]*db.Notification, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -377,6 +385,7 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 	for i := range fetched {
 		n := &fetched[i].Notification
 		rows[n.ID] = n
+		users[n.UserID] = fetched[i].Unread
 		size += 256 + len(n.Title) + len(n.Body) + len(n.Data) + len(n.Kind) + len(n.UserID)
 		if n.Url != nil {
 			size += len(*n.Url)
