@@ -75,6 +75,26 @@ type dispatcher struct {
 	// of everyone else must not wait for that. nil when not held.
 	conn     *pgxpool.Conn
 	lastUsed time.Time
+
+	// scratch holds deliver's maps, cleared and reused for every batch so
+	// that a stream of one-row batches does not allocate six maps each.
+	scratch struct {
+		users     map[string]int64
+		absent    map[string]struct{}
+		deleters  map[string]struct{}
+		changed   map[string]int
+		burst     map[string]bool
+		accepting map[string]bool
+	}
+}
+
+// reuse clears *m for another batch, making it on first use.
+func reuse[K comparable, V any](m *map[K]V) map[K]V {
+	if *m == nil {
+		*m = make(map[K]V)
+	}
+	clear(*m)
+	return *m
 }
 
 // queries returns the queries to run on the dispatcher's connection,
@@ -199,10 +219,10 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		return nil
 	}
 	hub := d.s.hub
-	users := make(map[string]int64) // connected user -> unread
-	absent := make(map[string]struct{})
-	changed := make(map[string]int) // connected user -> created or updated rows
-	deleters := make(map[string]struct{})
+	users := reuse(&d.scratch.users) // connected user -> unread
+	absent := reuse(&d.scratch.absent)
+	changed := reuse(&d.scratch.changed) // connected user -> created or updated rows
+	deleters := reuse(&d.scratch.deleters)
 	for _, it := range items {
 		for _, r := range it.h.Rows {
 			if _, skip := absent[r.UserID]; skip {
@@ -226,7 +246,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	// committed, so the replay, which starts after this mark, reads them;
 	// its start is the last frame each connection took, so nothing before
 	// the batch is missed either.
-	burst := make(map[string]bool)
+	burst := reuse(&d.scratch.burst)
 	total := 0
 	for u, n := range changed {
 		if n > burstRows {
@@ -293,7 +313,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	var (
 		window    []span
 		ids       []int64
-		accepting = make(map[string]bool)
+		accepting = reuse(&d.scratch.accepting)
 	)
 	flush := func() error {
 		rows, err := d.fetch(ctx, ids, accepting, users)
