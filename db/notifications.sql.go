@@ -387,17 +387,10 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 }
 
 const notificationsByIDs = `-- name: NotificationsByIDs :many
-WITH unread AS (
-    SELECT u.user_id, count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = ANY($2::text[]) AND u.read_at IS NULL
-    GROUP BY u.user_id
-)
-SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid, coalesce(unread.unread, 0)::bigint AS unread
+SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid
 FROM notifications
-LEFT JOIN unread ON unread.user_id = notifications.user_id
-WHERE notifications.id = ANY($1::bigint[]) AND notifications.user_id = ANY($2::text[])
-ORDER BY notifications.id
+WHERE id = ANY($1::bigint[]) AND user_id = ANY($2::text[])
+ORDER BY id
 `
 
 type NotificationsByIDsParams struct {
@@ -407,12 +400,9 @@ type NotificationsByIDsParams struct {
 
 type NotificationsByIDsRow struct {
 	Notification Notification
-	Unread       int64
 }
 
-// The rows behind a batch of NOTIFY hints, only for users connected here,
-// each with its user's unread count (counted once per user): one round trip
-// per batch.
+// The rows behind a batch of NOTIFY hints, only for users connected here.
 func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
 	rows, err := q.db.Query(ctx, notificationsByIDs, arg.Ids, arg.UserIds)
 	if err != nil {
@@ -434,7 +424,6 @@ func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDs
 			&i.Notification.ReadAt,
 			&i.Notification.CreatedXid,
 			&i.Notification.ChangedXid,
-			&i.Unread,
 		); err != nil {
 			return nil, err
 		}

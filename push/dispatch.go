@@ -81,7 +81,6 @@ type dispatcher struct {
 	scratch struct {
 		users     map[string]int64
 		absent    map[string]struct{}
-		deleters  map[string]struct{}
 		changed   map[string]int
 		burst     map[string]bool
 		accepting map[string]bool
@@ -222,7 +221,6 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	users := reuse(&d.scratch.users) // connected user -> unread
 	absent := reuse(&d.scratch.absent)
 	changed := reuse(&d.scratch.changed) // connected user -> created or updated rows
-	deleters := reuse(&d.scratch.deleters)
 	for _, it := range items {
 		for _, r := range it.h.Rows {
 			if _, skip := absent[r.UserID]; skip {
@@ -237,8 +235,6 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 			}
 			if it.h.Op != "d" {
 				changed[r.UserID]++
-			} else {
-				deleters[r.UserID] = struct{}{}
 			}
 		}
 	}
@@ -280,28 +276,24 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		}
 		return nil
 	}
-	// A "deleted" frame needs its user's unread count from here; a row's
-	// frame gets it with the row (NotificationsByIDs).
-	if len(deleters) > 0 {
-		userIDs := make([]string, 0, len(deleters))
-		for u := range deleters {
-			userIDs = append(userIDs, u)
-		}
-		qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
-		q, err := d.queries(qctx)
-		if err != nil {
-			cancel()
-			return err
-		}
-		counts, err := q.NotificationUnreadCounts(qctx, userIDs)
+	userIDs := make([]string, 0, len(users))
+	for u := range users {
+		userIDs = append(userIDs, u)
+	}
+	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+	q, err := d.queries(qctx)
+	if err != nil {
 		cancel()
-		if err != nil {
-			d.dropConn()
-			return fmt.Errorf("unread counts: %w", err)
-		}
-		for _, c := range counts {
-			users[c.UserID] = c.Unread
-		}
+		return err
+	}
+	counts, err := q.NotificationUnreadCounts(qctx, userIDs)
+	cancel()
+	if err != nil {
+		d.dropConn()
+		return fmt.Errorf("unread counts: %w", err)
+	}
+	for _, c := range counts {
+		users[c.UserID] = c.Unread
 	}
 
 	// A window is a run of spans (parts of items) whose rows are fetched
@@ -316,7 +308,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		accepting = reuse(&d.scratch.accepting)
 	)
 	flush := func() error {
-		rows, err := d.fetch(ctx, ids, accepting, users)
+		rows, err := d.fetch(ctx, ids, accepting)
 		if err != nil {
 			return err
 		}
@@ -373,9 +365,8 @@ func (d *dispatcher) fetchLimit() int {
 	return max(1, min(maxFetchRows, fetchBudget/d.rowBytes))
 }
 
-// fetch reads the rows ids of accepting users and records each user's
-// unread count in users.
-func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool, users map[string]int64) (map[int64]*db.Notification, error) {
+// fetch reads the rows ids of the users in accepting.
+func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool) (map[int64]*db.Notification, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -405,7 +396,6 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 	for i := range fetched {
 		n := &fetched[i].Notification
 		rows[n.ID] = n
-		users[n.UserID] = fetched[i].Unread
 		size += 256 + len(n.Title) + len(n.Body) + len(n.Data) + len(n.Kind) + len(n.UserID)
 		if n.Url != nil {
 			size += len(*n.Url)

@@ -33,20 +33,11 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
 -- name: NotificationsByIDs :many
--- The rows behind a batch of NOTIFY hints, only for users connected here,
--- each with its user's unread count (counted once per user): one round trip
--- per batch.
-WITH unread AS (
-    SELECT u.user_id, count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = ANY(@user_ids::text[]) AND u.read_at IS NULL
-    GROUP BY u.user_id
-)
-SELECT sqlc.embed(notifications), coalesce(unread.unread, 0)::bigint AS unread
+-- The rows behind a batch of NOTIFY hints, only for users connected here.
+SELECT sqlc.embed(notifications)
 FROM notifications
-LEFT JOIN unread ON unread.user_id = notifications.user_id
-WHERE notifications.id = ANY(@ids::bigint[]) AND notifications.user_id = ANY(@user_ids::text[])
-ORDER BY notifications.id;
+WHERE id = ANY(@ids::bigint[]) AND user_id = ANY(@user_ids::text[])
+ORDER BY id;
 
 -- name: NotificationReplay :many
 -- A page of one user's rows written by transactions at or above since, in
