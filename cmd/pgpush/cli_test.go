@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgpush/pgpush/db/dbtest"
+	"github.com/pgpush/pgpush/push/auth"
+)
+
+// pgpush runs the built binary with env and args and returns its output and
+// exit error.
+func pgpush(t *testing.T, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func TestServeRefusesAnUnmigratedDatabaseAndMigrateFixesIt(t *testing.T) {
+	t.Parallel()
+	env := []string{"DATABASE_URL=" + dbtest.NewDB(t), "PGPUSH_JWT_SECRET=" + nodeSecret, "PGPUSH_ADDR=127.0.0.1:0"}
+
+	if out, _, err := pgpush(t, env, "migrate", "down"); err != nil || !strings.Contains(out, "rolled back") {
+		t.Fatalf("migrate down: %v %s", err, out)
+	}
+	for {
+		out, _, err := pgpush(t, env, "migrate", "down")
+		if err != nil {
+			break // nothing left to roll back
+		}
+		if !strings.Contains(out, "rolled back") {
+			t.Fatalf("migrate down: %s", out)
+		}
+	}
+	out, _, err := pgpush(t, env, "migrate", "status")
+	if err != nil || !strings.Contains(out, "pending") || strings.Contains(out, "applied ") {
+		t.Fatalf("status after down: %v %s", err, out)
+	}
+
+	_, stderr, err := pgpush(t, env, "serve")
+	if err == nil {
+		t.Fatal("serve started on an unmigrated database")
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, "not migrated") || !strings.Contains(last, "pgpush migrate up") || !strings.Contains(last, "--migrate") {
+		t.Fatalf("serve's error does not say to migrate: %q", stderr)
+	}
+
+	if out, _, err := pgpush(t, env, "migrate", "up"); err != nil || !strings.Contains(out, "applied") {
+		t.Fatalf("migrate up: %v %s", err, out)
+	}
+	if out, _, err := pgpush(t, env, "migrate", "status"); err != nil || strings.Contains(out, "pending") {
+		t.Fatalf("status after up: %v %s", err, out)
+	}
+}
+
+func TestServeRefusesToRunWithoutTokenConfiguration(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := pgpush(t, []string{"DATABASE_URL=" + dbtest.NewDB(t), "PGPUSH_ADDR=127.0.0.1:0"}, "serve")
+	if err == nil {
+		t.Fatal("serve started without PGPUSH_JWT_SECRET or PGPUSH_JWKS_URL")
+	}
+	if !strings.Contains(stderr, "PGPUSH_JWT_SECRET") || !strings.Contains(stderr, "PGPUSH_JWKS_URL") {
+		t.Fatalf("error does not name the settings: %q", stderr)
+	}
+}
+
+func TestTokenAndVersion(t *testing.T) {
+	t.Parallel()
+	out, stderr, err := pgpush(t, []string{"PGPUSH_JWT_SECRET=" + nodeSecret}, "token", "--user", "alice", "--ttl", "5m")
+	if err != nil {
+		t.Fatalf("token: %v %s", err, stderr)
+	}
+	v, err := auth.New(context.Background(), auth.Config{Secret: []byte(nodeSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	claims, err := v.Verify(strings.TrimSpace(out))
+	if err != nil || claims.Subject != "alice" {
+		t.Fatalf("minted token: %v %+v", err, claims)
+	}
+	if d := time.Until(claims.ExpiresAt); d < 4*time.Minute || d > 6*time.Minute {
+		t.Fatalf("token expires in %v, want 5m", d)
+	}
+	if _, _, err := pgpush(t, nil, "token", "--user", "alice"); err == nil {
+		t.Fatal("token without a secret succeeded")
+	}
+
+	out, _, err = pgpush(t, nil, "version")
+	if err != nil || !strings.HasPrefix(out, "pgpush ") || !strings.Contains(out, "go1.") || !strings.Contains(out, "commit ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+	if _, stderr, err := pgpush(t, nil, "frobnicate"); err == nil || !strings.Contains(stderr, "unknown command") {
+		t.Fatalf("unknown command: %v %q", err, stderr)
+	}
+}
