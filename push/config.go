@@ -113,7 +113,7 @@ func (c *Config) Validate() error {
 	var errs []error
 	positive := func(name string, ok bool) {
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 means the default)", name))
 		}
 	}
 	positive("MaxConnsPerUser", c.MaxConnsPerUser >= 0)
