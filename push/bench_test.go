@@ -43,7 +43,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 			for u := range users {
 				users[u] = fmt.Sprintf("user-%d", u)
 				for range perUser {
-					c := newConn(users[u], 1024, 8<<20)
+					c := newConn(users[u], 1024, 8<<20, func() {})
 					if err := h.add(c); err != nil {
 						b.Fatal(err)
 					}
@@ -60,8 +60,9 @@ func BenchmarkHubDeliver(b *testing.B) {
 				i++
 				h.deliver(users[u], f)
 				for _, c := range conns[u] {
-					<-c.wake
-					c.take(&p)
+					if !c.take(&p) {
+						b.Fatal("the frame was not queued")
+					}
 				}
 			}
 		})
@@ -69,14 +70,15 @@ func BenchmarkHubDeliver(b *testing.B) {
 }
 
 func BenchmarkConnQueue(b *testing.B) {
-	c := newConn("alice", 1024, 8<<20)
+	c := newConn("alice", 1024, 8<<20, func() {})
 	n := benchNotification()
 	f := frame{b: rowFrame("created", &n, 1, 1), cur: 1}
 	var p pending
 	b.ReportAllocs()
 	for b.Loop() {
 		c.enqueue(f)
-		<-c.wake
-		c.take(&p)
+		if !c.take(&p) {
+			b.Fatal("the frame was not queued")
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -29,14 +30,26 @@ const snapshotSize = 20
 // replayPage is how many rows one replay query reads.
 const replayPage = 100
 
-// session is one WebSocket connection's state. Its writer (the goroutine that
-// runs serve) owns every write; one reader goroutine handles inbound frames.
+// session is one WebSocket connection's state.
+//
+// An idle connection costs one goroutine, the reader, blocked in a read. The
+// writer (see conn) runs only while there is something to send; the first
+// one is the HTTP handler itself, which writes the initial sync and then
+// returns, so that net/http lets go of the request. Pings and the token's
+// deadline are timers, not goroutines.
 type session struct {
 	s       *Server
 	c       *conn
 	ws      *websocket.Conn
 	userID  string
 	limiter *rate.Limiter
+
+	// ctx ends when the connection does; cancel ends it (the reader then
+	// closes the socket and cleans up).
+	ctx    context.Context
+	cancel context.CancelFunc
+	// writers counts the running writer (at most one) for the clean-up.
+	writers sync.WaitGroup
 
 	// sent remembers the rows (and their changed_xid) of the last row
 	// frames written, so a catch-up from the table does not send a row again
@@ -58,113 +71,149 @@ type session struct {
 
 	// snapshotIDs are the ids a fresh connection's ready frame listed, kept
 	// (by the writer) until snapshotUntil to drop their echoes.
-	snapshotIDs   map[int64]struct{}
+	snapshotIDs   []int64
 	snapshotUntil time.Time
 
-	// expiry carries a fresh token's deadline (see tokenDeadline) from the
-	// reader to the writer.
-	expiry chan time.Time
+	pingTimer *time.Timer
+
+	// deadline is when the connection closes with 4001 (zero: never); a
+	// fresh token moves it (see expire).
+	expMu     sync.Mutex
+	deadline  time.Time
+	expiryTmr *time.Timer
 }
 
-// serve runs the connection until it closes. cursor is nil for a connection
-// without ?cursor=. At exp (zero: never) the connection closes with 4001
-// unless the client sent a fresh token.
-func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// newSession returns the session of a connection of userID; register its
+// conn with the hub before the upgrade, then run it.
+func newSession(s *Server, userID string) *session {
+	ss := &session{
+		s: s, userID: userID,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst),
+	}
+	ss.c = newConn(userID, s.cfg.QueueMessages, s.cfg.QueueBytes, ss.startWriter)
+	return ss
+}
+
+// run serves the accepted connection ws: it starts the reader, writes the
+// initial sync and what queued meanwhile, and returns while the connection
+// lives on. cursor is nil for a connection without ?cursor=. At exp (zero:
+// never) the connection closes with 4001 unless the client sent a fresh
+// token. The session removes c from the hub and calls done once the
+// connection has ended.
+func (ss *session) run(ws *websocket.Conn, cursor *Cursor, exp time.Time, done func()) {
 	s := ss.s
+	ss.ws = ws
+	// The request's context ends with the handler; the session lives on
+	// the server's.
+	ss.ctx, ss.cancel = context.WithCancel(s.base)
+	ss.pingTimer = time.AfterFunc(s.cfg.PingInterval, ss.ping)
+	ss.setDeadline(exp)
+	ss.writers.Add(1) // this goroutine, the first writer (see newConn)
+	go func() {
+		ss.readLoop(ss.ctx)
+		ss.cancel()
+		ss.ws.CloseNow()
+		s.hub.remove(ss.c)
+		ss.c.retire()
+		ss.writers.Wait()
+		ss.pingTimer.Stop()
+		ss.setDeadline(time.Time{})
+		done()
+	}()
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() {
-		defer cancel()
-		ss.readLoop(ctx)
-	})
-
-	if err := ss.sync(ctx, cursor); err != nil {
-		if ctx.Err() == nil {
+	if err := ss.sync(ss.ctx, cursor); err != nil {
+		defer ss.writers.Done()
+		if ss.ctx.Err() == nil {
 			// During a database outage every reconnecting client fails
 			// here; the listener already logged the outage once.
 			level := slog.LevelWarn
 			if !s.Ready() {
 				level = slog.LevelDebug
 			}
-			s.log.Log(ctx, level, "initial sync failed", "user_id", ss.userID, "err", err)
+			s.log.Log(ss.ctx, level, "initial sync failed", "user_id", ss.userID, "err", err)
 			ss.ws.Close(websocket.StatusInternalError, "could not read notifications; reconnect")
 		}
 		ss.ws.CloseNow()
 		return
 	}
+	ss.drain()
+}
 
-	var expiryC <-chan time.Time
-	var expiryTimer *time.Timer
-	setExpiry := func(t time.Time) {
-		if expiryTimer != nil {
-			expiryTimer.Stop()
-			expiryTimer, expiryC = nil, nil
-		}
-		if !t.IsZero() {
-			expiryTimer = time.NewTimer(time.Until(t))
-			expiryC = expiryTimer.C
-		}
-	}
-	setExpiry(exp)
-	defer setExpiry(time.Time{})
+// startWriter is the conn's startWriter: it runs with the conn's lock held.
+func (ss *session) startWriter() {
+	ss.writers.Add(1)
+	go ss.drain()
+}
 
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
-
+// drain writes what the connection has to send until it has nothing more.
+// It returns early, leaving no writer to start again, when the connection
+// must end.
+func (ss *session) drain() {
+	defer ss.writers.Done()
+	ctx := ss.ctx
 	var p pending
-	for {
-		select {
-		case <-ctx.Done():
-			ss.ws.CloseNow()
+	for ss.c.take(&p) {
+		if ss.snapshotIDs != nil {
+			p.frames = ss.dropSnapshotEchoes(p.frames)
+		}
+		if ss.replayed != nil {
+			p.frames = ss.dropReplayEchoes(p.frames)
+		}
+		if err := ss.writeFrames(ctx, p.frames); err != nil {
+			ss.writeFailed(err)
 			return
-		case <-ss.c.wake:
-			ss.c.take(&p)
-			if ss.snapshotIDs != nil {
-				p.frames = ss.dropSnapshotEchoes(p.frames)
-			}
-			if ss.replayed != nil {
-				p.frames = ss.dropReplayEchoes(p.frames)
-			}
-			if err := ss.writeFrames(ctx, p.frames); err != nil {
+		}
+		clear(p.frames)
+		if p.closeCode != 0 {
+			ss.ws.Close(p.closeCode, p.closeReason)
+			return
+		}
+		if p.replay {
+			if err := ss.catchUp(ctx, p.since); err != nil {
 				ss.writeFailed(err)
 				return
 			}
-			clear(p.frames)
-			if p.closeCode != 0 {
-				ss.ws.Close(p.closeCode, p.closeReason)
-				return
-			}
-			if p.replay {
-				if err := ss.catchUp(ctx, p.since); err != nil {
-					ss.writeFailed(err)
-					return
-				}
-			}
-		case t := <-ss.expiry:
-			setExpiry(t)
-		case <-expiryC:
-			// A fresh token the reader accepted just before the deadline
-			// wins over the deadline.
-			select {
-			case t := <-ss.expiry:
-				setExpiry(t)
-				continue
-			default:
-			}
-			ss.ws.Close(statusTokenExpired, "token expired")
-			return
-		case <-ping.C:
-			wg.Go(func() {
-				pctx, cancelPing := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-				defer cancelPing()
-				if err := ss.ws.Ping(pctx); err != nil && ctx.Err() == nil {
-					cancel() // dead peer: no pong within the timeout
-				}
-			})
 		}
+	}
+}
+
+// ping checks that the peer still answers; one that does not within the
+// write timeout is dropped. It runs on its timer's goroutine.
+func (ss *session) ping() {
+	ctx, cancel := context.WithTimeout(ss.ctx, ss.s.cfg.WriteTimeout)
+	err := ss.ws.Ping(ctx)
+	cancel()
+	if err != nil {
+		ss.cancel() // dead peer (or the connection ended meanwhile)
+		return
+	}
+	if ss.ctx.Err() == nil {
+		ss.pingTimer.Reset(ss.s.cfg.PingInterval)
+	}
+}
+
+// setDeadline sets (zero: clears) the time the connection closes with 4001.
+func (ss *session) setDeadline(t time.Time) {
+	ss.expMu.Lock()
+	defer ss.expMu.Unlock()
+	ss.deadline = t
+	if ss.expiryTmr != nil {
+		ss.expiryTmr.Stop()
+		ss.expiryTmr = nil
+	}
+	if !t.IsZero() {
+		ss.expiryTmr = time.AfterFunc(time.Until(t), ss.expire)
+	}
+}
+
+// expire closes the connection with 4001 unless a fresh token moved the
+// deadline after its timer fired.
+func (ss *session) expire() {
+	ss.expMu.Lock()
+	due := !ss.deadline.IsZero() && !time.Now().Before(ss.deadline)
+	ss.expMu.Unlock()
+	if due {
+		ss.c.close(statusTokenExpired, "token expired")
 	}
 }
 
@@ -176,8 +225,8 @@ func (ss *session) serve(ctx context.Context, cursor *Cursor, exp time.Time) {
 func (ss *session) dropSnapshotEchoes(frames []frame) []frame {
 	kept := frames[:0]
 	for _, f := range frames {
-		if _, listed := ss.snapshotIDs[f.rowID]; listed && f.created {
-			delete(ss.snapshotIDs, f.rowID)
+		if i := slices.Index(ss.snapshotIDs, f.rowID); i >= 0 && f.created {
+			ss.snapshotIDs = slices.Delete(ss.snapshotIDs, i, i+1)
 			continue
 		}
 		kept = append(kept, f)
@@ -459,9 +508,9 @@ func (ss *session) snapshot(ctx context.Context, unread int64, cur Cursor, resyn
 	}
 	ss.c.synced(cur)
 	ss.snapshotUntil = time.Now().Add(5 * time.Second)
-	ss.snapshotIDs = make(map[int64]struct{}, len(list))
+	ss.snapshotIDs = nil
 	for i := range list {
-		ss.snapshotIDs[list[i].ID] = struct{}{}
+		ss.snapshotIDs = append(ss.snapshotIDs, list[i].ID)
 	}
 	return ss.write(ctx, readyFrame(ss.userID, unread, cur, list, true, resync))
 }
@@ -594,11 +643,7 @@ func (ss *session) readLoop(ctx context.Context) {
 			case claims.Subject != ss.userID:
 				ss.reply(errorFrame(codeBadToken, "token is for another user"))
 			default:
-				select {
-				case ss.expiry <- tokenDeadline(claims):
-				case <-ctx.Done():
-					return
-				}
+				ss.setDeadline(tokenDeadline(claims))
 			}
 		}
 	}

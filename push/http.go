@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
 	"github.com/pgpush/pgpush/db"
 	"github.com/pgpush/pgpush/push/auth"
@@ -132,10 +132,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "this node is shutting down; connect to another")
 		return
 	}
-	defer s.sessions.Done()
-
-	c := newConn(claims.Subject, s.cfg.QueueMessages, s.cfg.QueueBytes)
-	if err := s.hub.add(c); err != nil {
+	ss := newSession(s, claims.Subject)
+	if err := s.hub.add(ss.c); err != nil {
+		s.sessions.Done()
 		// Refused before the upgrade, where an HTTP status is still
 		// possible: 429 for the per-user limit, 503 for a full node.
 		status, reason := http.StatusServiceUnavailable, "node_full"
@@ -146,22 +145,52 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, reason, err.Error())
 		return
 	}
-	defer s.hub.remove(c)
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
+		s.hub.remove(ss.c)
+		s.sessions.Done()
 		s.metrics.rejected.WithLabelValues("upgrade").Inc()
 		return // Accept wrote the response, e.g. 403 for a foreign origin
 	}
 	ws.SetReadLimit(s.cfg.ReadLimit)
-	ss := &session{
-		s: s, c: c, ws: ws, userID: claims.Subject,
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst),
-		expiry:  make(chan time.Time, 1),
+	// run returns after the initial sync; the connection lives on in its
+	// own goroutines, and net/http lets go of this request.
+	ss.run(ws, cursor, tokenDeadline(claims), s.sessions.Done)
+}
+
+// Buffer sizes of a WebSocket's hijacked connection. net/http's are 4 KiB
+// each, held for the connection's life; client messages are small, and most
+// server frames fit in one write buffer (a larger frame takes one more
+// write). With them an idle connection costs a few KiB (see README,
+// "Performance").
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 1024
+)
+
+// smallBuffers hands websocket.Accept a hijacked connection with the
+// smaller buffers above.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
 	}
-	// The request's context ends with the hijack; the session lives on the
-	// server's.
-	ss.serve(s.base, cursor, tokenDeadline(claims))
+	var src io.Reader = nc
+	if n := brw.Reader.Buffered(); n > 0 {
+		// A client that did not wait for the 101 before its first frame.
+		b, _ := brw.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(src, wsReadBuffer), bufio.NewWriterSize(nc, wsWriteBuffer)), nil
 }
 
 // tokenDeadline is when a connection opened or refreshed with claims must

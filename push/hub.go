@@ -184,16 +184,25 @@ type frame struct {
 // the replay contains its row (see dispatcher for why). A client that reads
 // slowly is thus caught up at its own pace from the table, never from server
 // memory; one that stops reading is closed when a write times out.
+//
+// The connection's writer runs only while there is something to do: the
+// first change that needs it (a frame, a close, falling behind) calls
+// startWriter, and the writer's take reports when it may stop. An idle
+// connection thus holds no writer goroutine.
 type conn struct {
 	userID    string
 	maxFrames int
 	maxBytes  int
 	seq       uint64 // set by hub.add
 
-	// wake has room for one signal: "the queue or the state changed".
-	wake chan struct{}
+	// startWriter starts a writer that drains the connection with take. It
+	// is called with mu held, so it must not block or call back into c.
+	startWriter func()
 
-	mu          sync.Mutex
+	mu sync.Mutex
+	// writing is set while a writer runs, and for good once the connection
+	// has ended (retire), so that no writer starts again.
+	writing     bool
 	queue       []frame
 	queueBytes  int
 	lastCur     Cursor // cursor of the last frame accepted
@@ -203,8 +212,10 @@ type conn struct {
 	closeReason string
 }
 
-func newConn(userID string, maxFrames, maxBytes int) *conn {
-	return &conn{userID: userID, maxFrames: maxFrames, maxBytes: maxBytes, wake: make(chan struct{}, 1)}
+// newConn returns a conn whose writer is considered running: the session's
+// initial sync writes first, then drains it like any writer (see take).
+func newConn(userID string, maxFrames, maxBytes int, startWriter func()) *conn {
+	return &conn{userID: userID, maxFrames: maxFrames, maxBytes: maxBytes, startWriter: startWriter, writing: true}
 }
 
 // enqueue appends f, or drops it when the connection is behind or closing. It
@@ -222,16 +233,16 @@ func (c *conn) enqueue(f frame) bool {
 	case full && f.deleted:
 		c.closeCode = websocket.StatusTryAgainLater
 		c.closeReason = "too far behind; reconnect with your cursor"
+		c.wakeLocked()
 		c.mu.Unlock()
-		c.signal()
 		return false
 	case c.behind:
 		c.mu.Unlock()
 		return false
 	case full:
 		c.behind, c.behindSince = true, c.lastCur
+		c.wakeLocked()
 		c.mu.Unlock()
-		c.signal()
 		return false
 	}
 	c.queue = append(c.queue, f)
@@ -239,8 +250,8 @@ func (c *conn) enqueue(f frame) bool {
 	if f.cur != 0 {
 		c.lastCur = max(c.lastCur, f.cur)
 	}
+	c.wakeLocked()
 	c.mu.Unlock()
-	c.signal()
 	return true
 }
 
@@ -258,8 +269,8 @@ func (c *conn) markBehind(since Cursor) {
 		c.behindSince = since
 	}
 	c.behind = true
+	c.wakeLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // synced records the cursor of the connection's ready frame. A connection
@@ -289,15 +300,23 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 	if c.closeCode == 0 {
 		c.closeCode, c.closeReason = code, reason
 	}
+	c.wakeLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// wakeLocked starts a writer unless one runs. c.mu must be held.
+func (c *conn) wakeLocked() {
+	if !c.writing {
+		c.writing = true
+		c.startWriter()
 	}
+}
+
+// retire ends the connection's writers for good: none starts after it.
+func (c *conn) retire() {
+	c.mu.Lock()
+	c.writing = true
+	c.mu.Unlock()
 }
 
 // pending is what the writer takes from a conn in one go.
@@ -314,10 +333,15 @@ type pending struct {
 }
 
 // take moves the queued frames into p.frames (reusing its array) and reports
-// a pending close or replay.
-func (c *conn) take(p *pending) {
+// a pending close or replay. When there is nothing to do it returns false
+// and the writer must return: the next change starts a new one.
+func (c *conn) take(p *pending) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.queue) == 0 && c.closeCode == 0 && !c.behind {
+		c.writing = false
+		return false
+	}
 	p.frames = append(p.frames[:0], c.queue...)
 	clear(c.queue)
 	if cap(c.queue) > 64 {
@@ -329,4 +353,5 @@ func (c *conn) take(p *pending) {
 	p.closeCode, p.closeReason = c.closeCode, c.closeReason
 	p.replay, p.since = c.behind, c.behindSince
 	c.behind = false
+	return true
 }
