@@ -387,24 +387,31 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 }
 
 const notificationsByIDs = `-- name: NotificationsByIDs :many
-SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid
-FROM notifications
-WHERE id = ANY($1::bigint[]) AND user_id = ANY($2::text[])
-ORDER BY id
+SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, coalesce(c.unread, 0)::bigint AS unread
+FROM notifications n
+LEFT JOIN (SELECT x.user_id, count(*) AS unread
+           FROM notifications x
+           WHERE x.user_id = ANY($1::text[]) AND x.read_at IS NULL
+           GROUP BY x.user_id) c ON c.user_id = n.user_id
+WHERE n.id = ANY($2::bigint[]) AND n.user_id = ANY($1::text[])
+ORDER BY n.id
 `
 
 type NotificationsByIDsParams struct {
-	Ids     []int64
 	UserIds []string
+	Ids     []int64
 }
 
 type NotificationsByIDsRow struct {
 	Notification Notification
+	Unread       int64
 }
 
-// The rows behind a batch of NOTIFY hints, only for users connected here.
+// The rows behind a batch of NOTIFY hints, only for users connected here,
+// each with its user's unread count (counted once per user), so that a
+// batch costs one round trip.
 func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
-	rows, err := q.db.Query(ctx, notificationsByIDs, arg.Ids, arg.UserIds)
+	rows, err := q.db.Query(ctx, notificationsByIDs, arg.UserIds, arg.Ids)
 	if err != nil {
 		return nil, err
 	}
@@ -424,6 +431,7 @@ func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDs
 			&i.Notification.ReadAt,
 			&i.Notification.CreatedXid,
 			&i.Notification.ChangedXid,
+			&i.Unread,
 		); err != nil {
 			return nil, err
 		}

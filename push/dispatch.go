@@ -77,11 +77,12 @@ type dispatcher struct {
 	lastUsed time.Time
 
 	// scratch holds deliver's maps, cleared and reused for every batch so
-	// that a stream of one-row batches does not allocate six maps each.
+	// that a stream of one-row batches does not allocate seven maps each.
 	scratch struct {
 		users     map[string]int64
 		absent    map[string]struct{}
 		changed   map[string]int
+		deleted   map[string]struct{}
 		burst     map[string]bool
 		accepting map[string]bool
 	}
@@ -221,6 +222,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	users := reuse(&d.scratch.users) // connected user -> unread
 	absent := reuse(&d.scratch.absent)
 	changed := reuse(&d.scratch.changed) // connected user -> created or updated rows
+	deleted := reuse(&d.scratch.deleted) // connected users with deleted rows
 	for _, it := range items {
 		for _, r := range it.h.Rows {
 			if _, skip := absent[r.UserID]; skip {
@@ -233,7 +235,9 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 				}
 				users[r.UserID] = 0
 			}
-			if it.h.Op != "d" {
+			if it.h.Op == "d" {
+				deleted[r.UserID] = struct{}{}
+			} else {
 				changed[r.UserID]++
 			}
 		}
@@ -276,24 +280,28 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		}
 		return nil
 	}
-	userIDs := make([]string, 0, len(users))
-	for u := range users {
-		userIDs = append(userIDs, u)
-	}
-	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
-	q, err := d.queries(qctx)
-	if err != nil {
+	// The unread counts of users with created or updated rows come with
+	// the rows (see fetch); a deletion's frame needs its own count.
+	if len(deleted) > 0 {
+		userIDs := make([]string, 0, len(deleted))
+		for u := range deleted {
+			userIDs = append(userIDs, u)
+		}
+		qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+		q, err := d.queries(qctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		counts, err := q.NotificationUnreadCounts(qctx, userIDs)
 		cancel()
-		return err
-	}
-	counts, err := q.NotificationUnreadCounts(qctx, userIDs)
-	cancel()
-	if err != nil {
-		d.dropConn()
-		return fmt.Errorf("unread counts: %w", err)
-	}
-	for _, c := range counts {
-		users[c.UserID] = c.Unread
+		if err != nil {
+			d.dropConn()
+			return fmt.Errorf("unread counts: %w", err)
+		}
+		for _, c := range counts {
+			users[c.UserID] = c.Unread
+		}
 	}
 
 	// A window is a run of spans (parts of items) whose rows are fetched
@@ -308,7 +316,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		accepting = reuse(&d.scratch.accepting)
 	)
 	flush := func() error {
-		rows, err := d.fetch(ctx, ids, accepting)
+		rows, err := d.fetch(ctx, ids, accepting, users)
 		if err != nil {
 			return err
 		}
@@ -365,8 +373,9 @@ func (d *dispatcher) fetchLimit() int {
 	return max(1, min(maxFetchRows, fetchBudget/d.rowBytes))
 }
 
-// fetch reads the rows ids of the users in accepting.
-func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool) (map[int64]*db.Notification, error) {
+// fetch reads the rows ids of the users in accepting, and records those
+// users' unread counts in users.
+func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool, users map[string]int64) (map[int64]*db.Notification, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -396,6 +405,7 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 	for i := range fetched {
 		n := &fetched[i].Notification
 		rows[n.ID] = n
+		users[n.UserID] = fetched[i].Unread
 		size += 256 + len(n.Title) + len(n.Body) + len(n.Data) + len(n.Kind) + len(n.UserID)
 		if n.Url != nil {
 			size += len(*n.Url)

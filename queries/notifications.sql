@@ -33,11 +33,17 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
 -- name: NotificationsByIDs :many
--- The rows behind a batch of NOTIFY hints, only for users connected here.
-SELECT sqlc.embed(notifications)
-FROM notifications
-WHERE id = ANY(@ids::bigint[]) AND user_id = ANY(@user_ids::text[])
-ORDER BY id;
+-- The rows behind a batch of NOTIFY hints, only for users connected here,
+-- each with its user's unread count (counted once per user), so that a
+-- batch costs one round trip.
+SELECT sqlc.embed(n), coalesce(c.unread, 0)::bigint AS unread
+FROM notifications n
+LEFT JOIN (SELECT x.user_id, count(*) AS unread
+           FROM notifications x
+           WHERE x.user_id = ANY(@user_ids::text[]) AND x.read_at IS NULL
+           GROUP BY x.user_id) c ON c.user_id = n.user_id
+WHERE n.id = ANY(@ids::bigint[]) AND n.user_id = ANY(@user_ids::text[])
+ORDER BY n.id;
 
 -- name: NotificationReplay :many
 -- A page of one user's rows written by transactions at or above since, in
