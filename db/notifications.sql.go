@@ -387,19 +387,22 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 }
 
 const notificationsByIDs = `-- name: NotificationsByIDs :many
+WITH c AS MATERIALIZED (
+    SELECT x.user_id, count(*) AS unread
+    FROM notifications x
+    WHERE x.user_id = ANY($2::text[]) AND x.read_at IS NULL
+    GROUP BY x.user_id
+)
 SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, coalesce(c.unread, 0)::bigint AS unread
 FROM notifications n
-LEFT JOIN (SELECT x.user_id, count(*) AS unread
-           FROM notifications x
-           WHERE x.user_id = ANY($1::text[]) AND x.read_at IS NULL
-           GROUP BY x.user_id) c ON c.user_id = n.user_id
-WHERE n.id = ANY($2::bigint[]) AND n.user_id = ANY($1::text[])
+LEFT JOIN c ON c.user_id = n.user_id
+WHERE n.id = ANY($1::bigint[]) AND n.user_id = ANY($2::text[])
 ORDER BY n.id
 `
 
 type NotificationsByIDsParams struct {
-	UserIds []string
 	Ids     []int64
+	UserIds []string
 }
 
 type NotificationsByIDsRow struct {
@@ -408,10 +411,11 @@ type NotificationsByIDsRow struct {
 }
 
 // The rows behind a batch of NOTIFY hints, only for users connected here,
-// each with its user's unread count (counted once per user), so that a
-// batch costs one round trip.
+// each with its user's unread count, so that a batch costs one round trip.
+// The counts are a materialized CTE so that they are taken once whatever
+// join the (generic) plan picks.
 func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
-	rows, err := q.db.Query(ctx, notificationsByIDs, arg.UserIds, arg.Ids)
+	rows, err := q.db.Query(ctx, notificationsByIDs, arg.Ids, arg.UserIds)
 	if err != nil {
 		return nil, err
 	}

@@ -34,14 +34,18 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
 -- name: NotificationsByIDs :many
 -- The rows behind a batch of NOTIFY hints, only for users connected here,
--- each with its user's unread count (counted once per user), so that a
--- batch costs one round trip.
+-- each with its user's unread count, so that a batch costs one round trip.
+-- The counts are a materialized CTE so that they are taken once whatever
+-- join the (generic) plan picks.
+WITH c AS MATERIALIZED (
+    SELECT x.user_id, count(*) AS unread
+    FROM notifications x
+    WHERE x.user_id = ANY(@user_ids::text[]) AND x.read_at IS NULL
+    GROUP BY x.user_id
+)
 SELECT sqlc.embed(n), coalesce(c.unread, 0)::bigint AS unread
 FROM notifications n
-LEFT JOIN (SELECT x.user_id, count(*) AS unread
-           FROM notifications x
-           WHERE x.user_id = ANY(@user_ids::text[]) AND x.read_at IS NULL
-           GROUP BY x.user_id) c ON c.user_id = n.user_id
+LEFT JOIN c ON c.user_id = n.user_id
 WHERE n.id = ANY(@ids::bigint[]) AND n.user_id = ANY(@user_ids::text[])
 ORDER BY n.id;
 
