@@ -64,6 +64,73 @@ func (q *Queries) ListenerTerminate(ctx context.Context, arg ListenerTerminatePa
 	return terminated, err
 }
 
+const notificationCatchUp = `-- name: NotificationCatchUp :many
+WITH s AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+           (SELECT count(*) FROM notifications u
+            WHERE u.user_id = $2 AND u.read_at IS NULL)::bigint AS unread
+)
+SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid,
+       (n.created_xid >= ($1::bigint)::text::xid8) AS created,
+       s.xmin, s.unread
+FROM notifications n CROSS JOIN s
+WHERE n.user_id = $2
+  AND n.changed_xid >= ($1::bigint)::text::xid8
+ORDER BY n.changed_xid, n.id
+LIMIT $3
+`
+
+type NotificationCatchUpParams struct {
+	Since    int64
+	UserID   string
+	RowLimit int32
+}
+
+type NotificationCatchUpRow struct {
+	Notification Notification
+	Created      bool
+	Xmin         int64
+	Unread       int64
+}
+
+// The first page of a catch-up (see NotificationReplay, with no keyset),
+// each row with the user's unread count and its snapshot's xmin (see
+// NotificationSyncState), so that a catch-up of one page is one round trip.
+func (q *Queries) NotificationCatchUp(ctx context.Context, arg NotificationCatchUpParams) ([]NotificationCatchUpRow, error) {
+	rows, err := q.db.Query(ctx, notificationCatchUp, arg.Since, arg.UserID, arg.RowLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []NotificationCatchUpRow
+	for rows.Next() {
+		var i NotificationCatchUpRow
+		if err := rows.Scan(
+			&i.Notification.ID,
+			&i.Notification.UserID,
+			&i.Notification.Kind,
+			&i.Notification.Title,
+			&i.Notification.Body,
+			&i.Notification.Url,
+			&i.Notification.Data,
+			&i.Notification.CreatedAt,
+			&i.Notification.ReadAt,
+			&i.Notification.CreatedXid,
+			&i.Notification.ChangedXid,
+			&i.Created,
+			&i.Xmin,
+			&i.Unread,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const notificationHeartbeat = `-- name: NotificationHeartbeat :exec
 SELECT pg_notify($1::text,
     '{"v":1,"op":"h","xmin":' || pg_snapshot_xmin(pg_current_snapshot())::text

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -28,7 +29,7 @@ const (
 const snapshotSize = 20
 
 // replayPage is how many rows one replay query reads.
-const replayPage = 100
+const replayPage = 128
 
 // session is one WebSocket connection's state.
 //
@@ -41,6 +42,7 @@ type session struct {
 	s       *Server
 	c       *conn
 	ws      *websocket.Conn
+	sock    *socket // ws's connection; nil if the upgrade bypassed hijacker
 	userID  string
 	limiter *rate.Limiter
 
@@ -321,7 +323,7 @@ func (l *sentLog) has(id int64, xid uint64) bool {
 // means a client that stopped reading: it is told (if the close frame still
 // gets through) to come back with its cursor.
 func (ss *session) writeFailed(err error) {
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		ss.s.metrics.slowClosed.Inc()
 		ss.ws.Close(websocket.StatusTryAgainLater, "too far behind; reconnect with your cursor")
 	}
@@ -355,30 +357,49 @@ func (ss *session) catchUp(ctx context.Context, since Cursor) error {
 
 func (ss *session) catchUpOnce(ctx context.Context, since Cursor) error {
 	qctx, cancel := context.WithTimeout(ctx, ss.s.cfg.StatementTimeout)
-	state, err := ss.s.q.NotificationSyncState(qctx, ss.userID)
+	rows, err := ss.s.q.NotificationCatchUp(qctx, db.NotificationCatchUpParams{
+		UserID: ss.userID, Since: int64(since), RowLimit: replayPage,
+	})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("sync state: %w: %w", errDatabase, err)
+		return fmt.Errorf("catch up: %w: %w", errDatabase, err)
 	}
 	ss.s.metrics.catchUps.Inc()
-	if err := ss.replay(ctx, since, state.Unread, math.MaxInt64, true); err != nil {
+	if len(rows) == 0 {
+		return nil // nothing to send; the cursor stays where it is
+	}
+	first := make([]db.NotificationReplayRow, len(rows))
+	for i := range rows {
+		first[i] = db.NotificationReplayRow{Notification: rows[i].Notification, Created: rows[i].Created}
+	}
+	if err := ss.replay(ctx, since, rows[0].Unread, math.MaxInt64, true, first); err != nil {
 		return err
 	}
 	// Every transaction below xmin had committed before the replay read the
 	// table, so its rows were sent: a later catch-up can start there.
-	ss.c.synced(Cursor(state.Xmin))
+	ss.c.synced(Cursor(rows[0].Xmin))
 	ss.liveXid = 0
 	return nil
 }
 
-func (ss *session) writeFrames(ctx context.Context, frames []frame) error {
+// writeFrames writes frames in order; several go out in as few system calls
+// as the socket allows.
+func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) {
 	if len(frames) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
 	defer cancel()
+	if len(frames) > 1 && ss.sock != nil {
+		ss.sock.cork()
+		defer func() {
+			if uerr := ss.sock.uncork(); err == nil {
+				err = uerr
+			}
+		}()
+	}
 	for _, f := range frames {
-		if err := ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
+		if err = ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
 			return err
 		}
 		if f.rowID != 0 && !f.at.IsZero() {
@@ -439,7 +460,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		s.metrics.resyncs.Inc()
 		return ss.snapshot(ctx, state.Unread, xmin, true)
 	}
-	if err := ss.replay(ctx, since, state.Unread, n, false); err != nil {
+	if err := ss.replay(ctx, since, state.Unread, n, false, nil); err != nil {
 		return err
 	}
 	ready := max(since, xmin)
@@ -450,20 +471,27 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 // replay writes, page by page, up to limit of the user's rows written at or
 // above since, in (changed_xid, id) order, as "created" (inserted at or above
 // since) or "updated". Every frame carries since: a client cut off halfway
-// resumes from the same place.
-func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64, skipSent bool) error {
+// resumes from the same place. first, if not nil, is the first page, already
+// read (with at most replayPage rows).
+func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64, skipSent bool, first []db.NotificationReplayRow) error {
 	s := ss.s
 	var afterXid, afterID int64
 	for sent := int64(0); sent < limit; {
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
-		rows, err := s.q.NotificationReplay(pctx, db.NotificationReplayParams{
-			Since: int64(since), UserID: ss.userID, AfterXid: afterXid, AfterID: afterID,
-			RowLimit: int32(min(replayPage, limit-sent)),
-		})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("replay: %w: %w", errDatabase, err)
+		page := min(replayPage, limit-sent)
+		rows := first
+		if rows == nil {
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+			var err error
+			rows, err = s.q.NotificationReplay(pctx, db.NotificationReplayParams{
+				Since: int64(since), UserID: ss.userID, AfterXid: afterXid, AfterID: afterID,
+				RowLimit: int32(page),
+			})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("replay: %w: %w", errDatabase, err)
+			}
 		}
+		first = nil
 		if len(rows) == 0 {
 			return nil
 		}
@@ -484,6 +512,9 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 		}
 		if err := ss.writeFrames(ctx, frames); err != nil {
 			return err
+		}
+		if int64(len(rows)) < page {
+			return nil // that was the last page
 		}
 		last := rows[len(rows)-1].Notification
 		afterXid, afterID = int64(last.ChangedXid.Uint64), last.ID

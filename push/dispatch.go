@@ -223,7 +223,17 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	absent := reuse(&d.scratch.absent)
 	changed := reuse(&d.scratch.changed) // connected user -> created or updated rows
 	deleted := reuse(&d.scratch.deleted) // connected users with deleted rows
+	// A burst's rows are not fetched here. Every row of the batch has
+	// committed, so the replay, which starts after this mark, reads them;
+	// its start is the last frame each connection took, so nothing before
+	// the batch is missed either. A bulk hint names such users itself.
+	burst := reuse(&d.scratch.burst)
 	for _, it := range items {
+		for _, u := range it.h.Users {
+			if hub.connected(u) {
+				burst[u] = true
+			}
+		}
 		for _, r := range it.h.Rows {
 			if _, skip := absent[r.UserID]; skip {
 				continue
@@ -242,16 +252,13 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 			}
 		}
 	}
-	// A burst's rows are not fetched here. Every row of the batch has
-	// committed, so the replay, which starts after this mark, reads them;
-	// its start is the last frame each connection took, so nothing before
-	// the batch is missed either.
-	burst := reuse(&d.scratch.burst)
 	total := 0
 	for u, n := range changed {
-		if n > burstRows {
+		switch {
+		case burst[u]:
+		case n > burstRows:
 			burst[u] = true
-		} else {
+		default:
 			total += n
 		}
 	}

@@ -381,16 +381,28 @@ func TestAStatementOf100000RowsIsDeliveredInFull(t *testing.T) {
 	if m := other.next("created"); m.Notification.Title != "hello" {
 		t.Fatalf("bob got %s", m.Raw)
 	}
-	// The statement sent a few hundred notifications, not 100,000.
-	var sent int64
-	// Each payload is at most ~7 kB, and 100,000 hints take ~1.4 MB.
-	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM notifications_hints(
-		array_fill('c'::text, ARRAY[100000]), (SELECT array_agg(g::bigint) FROM generate_series(1, 100000) g),
-		array_fill('alice'::text, ARRAY[100000]))`).Scan(&sent); err != nil {
-		t.Fatal(err)
-	}
-	if sent < 100 || sent > 500 {
-		t.Fatalf("100,000 rows make %d notifications", sent)
+	// The statement named alice once, in a bulk hint. 200,000 rows of
+	// 200,000 users take a few hundred notifications (each payload at most
+	// ~7 kB; the hints take ~4.5 MB), and 40 rows each of 5,000 users a few
+	// bulk hints.
+	for _, tc := range []struct {
+		users    string
+		min, max int64
+	}{
+		{"'alice'", 1, 1},
+		{"'user-' || g", 400, 1000},
+		{"'user-' || (g % 5000)", 5, 20},
+	} {
+		var sent, biggest int64
+		if err := e.pool.QueryRow(context.Background(), `SELECT count(*), max(octet_length(h)) FROM notifications_hints(
+			array_fill('c'::text, ARRAY[200000]), (SELECT array_agg(g::bigint) FROM generate_series(1, 200000) g),
+			(SELECT array_agg((`+tc.users+`)::text ORDER BY g) FROM generate_series(1, 200000) g)) h`).Scan(&sent, &biggest); err != nil {
+			t.Fatal(err)
+		}
+		if sent < tc.min || sent > tc.max || biggest > 7100 {
+			t.Errorf("200,000 rows for users %s make %d notifications of at most %d bytes, want %d to %d of at most 7,100",
+				tc.users, sent, biggest, tc.min, tc.max)
+		}
 	}
 }
 

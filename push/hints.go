@@ -11,15 +11,18 @@ import (
 // A hint is one NOTIFY payload from the notifications_notify trigger:
 //
 //	{"v":1,"xmin":123,"op":"c","rows":[[42,"alice"],[43,"bob"]]}
+//	{"v":1,"xmin":123,"op":"b","users":["carol"]}
 //
-// op is "c" (created), "u" (updated), "d" (deleted) or "h" (a node's
-// heartbeat, with "node" naming it). xmin is pg_snapshot_xmin of the writing
-// statement's snapshot.
+// op is "c" (created), "u" (updated), "d" (deleted), "b" (bulk: the users
+// listed had many rows created or updated by one statement, to be read from
+// the table) or "h" (a node's heartbeat, with "node" naming it). xmin is
+// pg_snapshot_xmin of the writing statement's snapshot.
 type hint struct {
-	Xmin uint64    `json:"xmin"`
-	Op   string    `json:"op"`
-	Node string    `json:"node"`
-	Rows []hintRow `json:"rows"`
+	Xmin  uint64    `json:"xmin"`
+	Op    string    `json:"op"`
+	Node  string    `json:"node"`
+	Rows  []hintRow `json:"rows"`
+	Users []string  `json:"users"`
 }
 
 // hintRow is one [id, user_id] pair.
@@ -85,7 +88,7 @@ func parseHint(payload string) (hint, error) {
 		return h, fmt.Errorf("%w: %v", errBadHint, err)
 	}
 	switch h.Op {
-	case "c", "u", "d", "h":
+	case "c", "u", "d", "b", "h":
 	default:
 		return h, fmt.Errorf("%w: unknown op %q", errBadHint, h.Op)
 	}

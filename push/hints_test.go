@@ -2,7 +2,9 @@ package push
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -67,6 +69,29 @@ func BenchmarkParseHint(b *testing.B) {
 	for b.Loop() {
 		if _, err := parseHint(p); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseHint(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want hint
+	}{
+		{`{"v":1,"xmin":7,"op":"c","rows":[[42,"alice"],[43,"bob"]]}`,
+			hint{Xmin: 7, Op: "c", Rows: []hintRow{{42, "alice"}, {43, "bob"}}}},
+		{`{"v":1,"xmin":8,"op":"b","users":["alice","b\"ob"]}`,
+			hint{Xmin: 8, Op: "b", Users: []string{"alice", `b"ob`}}},
+		{`{"v":1,"xmin":9,"op":"h","node":"n1"}`, hint{Xmin: 9, Op: "h", Node: "n1"}},
+	} {
+		got, err := parseHint(tc.in)
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: got %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{`{"v":1,"op":"x"}`, `not json`, `{"op":"b","users":[1]}`} {
+		if _, err := parseHint(in); !errors.Is(err, errBadHint) {
+			t.Errorf("%s: got %v, want errBadHint", in, err)
 		}
 	}
 }

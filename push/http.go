@@ -1,7 +1,6 @@
 package push
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -146,7 +145,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	hj := &hijacker{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
+	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
 		s.hub.remove(ss.c)
 		s.sessions.Done()
@@ -154,43 +154,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return // Accept wrote the response, e.g. 403 for a foreign origin
 	}
 	ws.SetReadLimit(s.cfg.ReadLimit)
+	ss.sock = hj.sock
 	// run returns after the initial sync; the connection lives on in its
 	// own goroutines, and net/http lets go of this request.
 	ss.run(ws, cursor, tokenDeadline(claims), s.sessions.Done)
-}
-
-// Buffer sizes of a WebSocket's hijacked connection. net/http's are 4 KiB
-// each, held for the connection's life; client messages are small, and most
-// server frames fit in one write buffer (a larger frame takes one more
-// write). With them an idle connection costs a few KiB (see README,
-// "Performance").
-const (
-	wsReadBuffer  = 512
-	wsWriteBuffer = 1024
-)
-
-// smallBuffers hands websocket.Accept a hijacked connection with the
-// smaller buffers above.
-type smallBuffers struct{ http.ResponseWriter }
-
-func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	var src io.Reader = nc
-	if n := brw.Reader.Buffered(); n > 0 {
-		// A client that did not wait for the 101 before its first frame.
-		b, _ := brw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
-	}
-	if err := brw.Writer.Flush(); err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(src, wsReadBuffer), bufio.NewWriterSize(nc, wsWriteBuffer)), nil
 }
 
 // tokenDeadline is when a connection opened or refreshed with claims must

@@ -62,6 +62,24 @@ WHERE user_id = @user_id
 ORDER BY changed_xid, id
 LIMIT @row_limit;
 
+-- name: NotificationCatchUp :many
+-- The first page of a catch-up (see NotificationReplay, with no keyset),
+-- each row with the user's unread count and its snapshot's xmin (see
+-- NotificationSyncState), so that a catch-up of one page is one round trip.
+WITH s AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+           (SELECT count(*) FROM notifications u
+            WHERE u.user_id = @user_id AND u.read_at IS NULL)::bigint AS unread
+)
+SELECT sqlc.embed(n),
+       (n.created_xid >= (@since::bigint)::text::xid8) AS created,
+       s.xmin, s.unread
+FROM notifications n CROSS JOIN s
+WHERE n.user_id = @user_id
+  AND n.changed_xid >= (@since::bigint)::text::xid8
+ORDER BY n.changed_xid, n.id
+LIMIT @row_limit;
+
 -- name: NotificationMarkRead :one
 -- Marks the user's listed rows read. The unread count is computed from the
 -- same snapshot as the update, so it is the count right after it.
