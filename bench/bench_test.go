@@ -237,6 +237,12 @@ func TestValidateRefusesOtherHosts(t *testing.T) {
 	if err := o.Validate(); err == nil {
 		t.Error("--database-url without --url accepted")
 	}
+	o, _ = bench.Defaults(bench.Steady)
+	o.URL, o.DatabaseURL, o.JWTSecret = "http://127.0.0.1:8080", "postgres://127.0.0.1/x", strings.Repeat("s", 32)
+	o.ServerEnv = []string{"GOMAXPROCS=1"}
+	if err := o.Validate(); err == nil {
+		t.Error("--server-env with --url accepted")
+	}
 	if _, err := bench.Defaults("nope"); err == nil {
 		t.Error("unknown scenario accepted")
 	}

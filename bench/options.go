@@ -250,6 +250,9 @@ func (o *Options) Validate() error {
 		if o.ServerPID < 0 {
 			bad("server pid must be positive")
 		}
+		if len(o.ServerEnv) > 0 {
+			bad("--server-env applies to the server a self-contained run starts, not to one at --url")
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -33,6 +33,9 @@ type Result struct {
 	PostgresDurable *bool      `json:"postgres_durable"`
 	PostgresVersion string     `json:"postgres_version"`
 	ServerPID       int        `json:"server_pid,omitempty"`
+	// ServerEnv is what the run added to a self-contained server's
+	// environment (--server-env), such as GOMAXPROCS=1.
+	ServerEnv []string `json:"server_env,omitempty"`
 	Machine         Machine    `json:"machine"`
 	Parameters      Parameters `json:"parameters"`
 
@@ -336,8 +339,12 @@ func (res *Result) WriteSummary(w io.Writer) {
 	pf("machine:     %d CPUs (%s), %d MiB, %s, kernel %s, %s", m.CPUs, m.CPUModel, m.MemoryMiB, m.OS, m.Kernel, m.Go)
 	switch {
 	case res.PostgresDurable != nil && !*res.PostgresDurable:
-		pf("target:      self-contained: server pid %d; throwaway PostgreSQL %s, NOT DURABLE (fsync, synchronous_commit and full_page_writes off), on the same machine",
-			res.ServerPID, res.PostgresVersion)
+		env := ""
+		if len(res.ServerEnv) > 0 {
+			env = " with " + strings.Join(res.ServerEnv, " ")
+		}
+		pf("target:      self-contained: server pid %d%s; throwaway PostgreSQL %s, NOT DURABLE (fsync, synchronous_commit and full_page_writes off), on the same machine",
+			res.ServerPID, env, res.PostgresVersion)
 	default:
 		pid := "no --server-pid: no server readings"
 		if res.ServerPID != 0 {

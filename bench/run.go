@@ -109,6 +109,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Mode = "external"
 	if t.selfContained {
 		res.Mode = "self-contained"
+		res.ServerEnv = r.o.ServerEnv
 		durable := false
 		res.PostgresDurable = &durable
 	}

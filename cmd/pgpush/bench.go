@@ -79,6 +79,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "with --url: the server's HS256 secret, to sign the run's tokens (PGPUSH_JWT_SECRET)")
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", "", "with --url: iss to put in the tokens (PGPUSH_JWT_ISSUER)")
 	fs.StringVar(&o.JWTAudience, "jwt-audience", "", "with --url: aud to put in the tokens (PGPUSH_JWT_AUDIENCE)")
+	fs.Func("server-env", "KEY=VALUE to add to a self-contained server's environment, e.g. GOMAXPROCS=1 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		o.ServerEnv = append(o.ServerEnv, v)
+		return nil
+	})
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "with --url: the server's process id, for CPU and memory readings from /proc")
 	fs.BoolVar(&o.KeepRows, "keep-rows", false, "with --url: keep the run's rows (default: delete them at the end)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout (the summary goes to stderr)")
