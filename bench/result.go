@@ -30,14 +30,14 @@ type Result struct {
 	Mode string `json:"mode"`
 	// PostgresDurable is false for the self-contained cluster (fsync and
 	// synchronous_commit off), null when unknown.
-	PostgresDurable *bool      `json:"postgres_durable"`
-	PostgresVersion string     `json:"postgres_version"`
-	ServerPID       int        `json:"server_pid,omitempty"`
+	PostgresDurable *bool  `json:"postgres_durable"`
+	PostgresVersion string `json:"postgres_version"`
+	ServerPID       int    `json:"server_pid,omitempty"`
 	// ServerEnv is what the run added to a self-contained server's
 	// environment (--server-env), such as GOMAXPROCS=1.
-	ServerEnv []string `json:"server_env,omitempty"`
-	Machine         Machine    `json:"machine"`
-	Parameters      Parameters `json:"parameters"`
+	ServerEnv  []string   `json:"server_env,omitempty"`
+	Machine    Machine    `json:"machine"`
+	Parameters Parameters `json:"parameters"`
 
 	// Connections is how many WebSockets were open; ConnectSeconds the time
 	// from the first dial until every one had its ready frame.

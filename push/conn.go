@@ -390,7 +390,7 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
 	defer cancel()
-	if len(frames) > 1 && ss.sock != nil {
+	if ss.sock != nil {
 		ss.sock.cork()
 		defer func() {
 			if uerr := ss.sock.uncork(); err == nil {

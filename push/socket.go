@@ -11,13 +11,13 @@ import (
 )
 
 // Buffer sizes of a WebSocket's hijacked connection. net/http's are 4 KiB
-// each, held for the connection's life; client messages are small, and most
-// server frames fit in one write buffer (a larger frame takes one more
-// write). With them an idle connection costs a few KiB (see README,
-// "Performance").
+// each, held for the connection's life. Client messages are small, and the
+// library's write buffer can be tiny because every write goes through a
+// corked socket (see socket), whose buffer is only borrowed while the writer
+// writes: an idle connection holds neither (see README, "Performance").
 const (
-	wsReadBuffer  = 512
-	wsWriteBuffer = 1024
+	wsReadBuffer  = 128
+	wsWriteBuffer = 16 // bufio's minimum
 )
 
 // hijacker hands websocket.Accept the hijacked connection as a *socket with
@@ -55,11 +55,12 @@ const corkLimit = 32 << 10
 var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // socket is a WebSocket's connection. The library writes every message with
-// a system call of its own; while the writer has the socket corked, the
-// messages gather in a buffer instead, and uncork writes them at once, so
-// that a batch (a replay page, a burst) costs a few writes, not one per
-// frame. Control frames written meanwhile (a pong from the reader, a ping)
-// wait for the uncork, which follows at once. It is safe for concurrent use.
+// a system call of its own (two when a frame outgrows its write buffer);
+// while the writer has the socket corked, the messages gather in a pooled
+// buffer instead, and uncork writes them at once, so that a frame is one
+// write and a batch (a replay page, a burst) a few, not one per frame.
+// Control frames written meanwhile (a pong from the reader, a ping) wait for
+// the uncork, which follows at once. It is safe for concurrent use.
 type socket struct {
 	net.Conn
 	timeout time.Duration
