@@ -453,3 +453,54 @@ func TestABurstSendsEachRowOnce(t *testing.T) {
 		}
 	}
 }
+
+// A statement with more than 32 rows for one user names that user once (a
+// bulk hint) and the rows reach it from the table; the same statement's rows
+// for another user come through the dispatcher. Updates work the same way;
+// deletions are always listed row by row.
+func TestAStatementMixingBulkAndSingleRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	alice, _ := e.dial("alice", "")
+	bob, _ := e.dial("bob", "")
+	e.exec(`INSERT INTO notifications (user_id, title)
+		SELECT CASE WHEN g <= 40 THEN 'alice' ELSE 'bob' END, 'n' || g FROM generate_series(1, 42) g`)
+
+	expect := func(c *client, typ string, n int, check func(msg) bool) map[int64]bool {
+		t.Helper()
+		ids := map[int64]bool{}
+		for len(ids) < n {
+			m := c.next(typ)
+			id := m.ID
+			if m.Notification != nil {
+				id = m.Notification.ID
+			}
+			if ids[id] {
+				t.Fatalf("%s of row %d twice", typ, id)
+			}
+			if !check(m) {
+				t.Fatalf("unexpected %s", m.Raw)
+			}
+			ids[id] = true
+		}
+		// Nothing else is on its way: a ping's pong comes next.
+		c.send(map[string]any{"type": "ping"})
+		c.next("pong")
+		return ids
+	}
+	created := func(unread int64) func(msg) bool {
+		return func(m msg) bool { return *m.Unread == unread && m.Notification.ReadAt == nil }
+	}
+	aliceRows := expect(alice, "created", 40, created(40))
+	expect(bob, "created", 2, func(m msg) bool { return *m.Unread >= 1 && *m.Unread <= 2 })
+
+	e.exec(`UPDATE notifications SET read_at = now() WHERE user_id = 'alice'`)
+	updated := expect(alice, "updated", 40, func(m msg) bool { return *m.Unread == 0 && m.Notification.ReadAt != nil })
+	e.exec(`DELETE FROM notifications WHERE user_id = 'alice'`)
+	deleted := expect(alice, "deleted", 40, func(m msg) bool { return *m.Unread == 0 })
+	for id := range aliceRows {
+		if !updated[id] || !deleted[id] {
+			t.Fatalf("row %d: updated %v, deleted %v", id, updated[id], deleted[id])
+		}
+	}
+}
