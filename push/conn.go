@@ -388,15 +388,20 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) 
 	if len(frames) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
-	defer cancel()
 	if ss.sock != nil {
+		// The frames gather in memory; whatever reaches the network is
+		// bounded by the socket's write timeout, so ws.Write needs none.
+		ctx = context.WithoutCancel(ctx)
 		ss.sock.cork()
 		defer func() {
 			if uerr := ss.sock.uncork(); err == nil {
 				err = uerr
 			}
 		}()
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
+		defer cancel()
 	}
 	for _, f := range frames {
 		if err = ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {

@@ -70,21 +70,30 @@ type socket struct {
 	buf    *[]byte // nil unless corked
 }
 
+// Write writes p, or gathers it while the socket is corked. Uncorked, it is
+// the library's write (a control frame from the reader or a ping), which the
+// library bounds in time; corked, it is the writer's, and every write that
+// reaches the network is bounded by the write timeout.
 func (s *socket) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.corked {
-		if len(*s.buf)+len(p) > corkLimit {
-			if err := s.flushLocked(); err != nil {
-				return 0, err
-			}
-		}
-		if len(p) <= corkLimit {
-			*s.buf = append(*s.buf, p...)
-			return len(p), nil
+	if !s.corked {
+		return s.Conn.Write(p)
+	}
+	if len(*s.buf)+len(p) > corkLimit {
+		if err := s.flushLocked(); err != nil {
+			return 0, err
 		}
 	}
-	return s.Conn.Write(p)
+	if len(p) <= corkLimit {
+		*s.buf = append(*s.buf, p...)
+		return len(p), nil
+	}
+	// A frame bigger than the buffer goes out directly.
+	s.Conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	n, err := s.Conn.Write(p)
+	s.Conn.SetWriteDeadline(time.Time{})
+	return n, err
 }
 
 // cork makes writes gather until uncork.

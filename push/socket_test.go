@@ -128,3 +128,18 @@ func TestUncorkTimesOutOnAPeerThatDoesNotRead(t *testing.T) {
 		t.Fatalf("got %v, want a deadline error", err)
 	}
 }
+
+func TestABigFrameTimesOutOnAPeerThatDoesNotRead(t *testing.T) {
+	a, _ := tcpPair(t)
+	s := &socket{Conn: a, timeout: 200 * time.Millisecond}
+	big := make([]byte, 4*corkLimit) // written through, past the buffer
+	var err error
+	s.cork()
+	for i := 0; i < 10_000 && err == nil; i++ {
+		_, err = s.Write(big)
+	}
+	s.uncork()
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v, want a deadline error", err)
+	}
+}
