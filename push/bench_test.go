@@ -1,18 +1,25 @@
 package push
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgpush/pgpush/db"
 )
 
 // Benchmarks of the hot path, for benchstat (hint decoding is in
-// hints_test.go): frame encoding (dispatcher, once per row), routing to connections (hub)
-// and the connection queue (enqueue and take).
+// hints_test.go): frame encoding (dispatcher, once per row), routing to
+// connections (hub), the connection queue (enqueue and take) and the
+// per-connection write path.
 
 func benchNotification() db.Notification {
 	url := "https://shop.example/orders/42"
@@ -81,4 +88,72 @@ func BenchmarkConnQueue(b *testing.B) {
 			b.Fatal("the frame was not queued")
 		}
 	}
+}
+
+// BenchmarkWriteFrames is the per-connection write path: a batch of row
+// frames through coder/websocket and the corked socket to a real WebSocket
+// client over loopback TCP, which reads and discards them.
+func BenchmarkWriteFrames(b *testing.B) {
+	for _, batch := range []int{1, 10, 128} {
+		b.Run(fmt.Sprintf("frames=%d", batch), func(b *testing.B) {
+			ss := benchSession(b)
+			n := benchNotification()
+			f := frame{b: rowFrame("created", &n, 1, 1)}
+			frames := make([]frame, batch)
+			for i := range frames {
+				frames[i] = f
+			}
+			b.SetBytes(int64(batch * len(f.b)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := ss.writeFrames(context.Background(), frames); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// benchSession returns a session whose WebSocket, accepted through hijacker
+// like a real one, is connected to a client that discards what it reads.
+func benchSession(b *testing.B) *session {
+	b.Helper()
+	accepted := make(chan *session, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &hijacker{ResponseWriter: w, timeout: 10 * time.Second}
+		ws, err := websocket.Accept(hj, r, nil)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		accepted <- &session{s: &Server{metrics: newMetrics(func() float64 { return 0 })}, ws: ws, sock: hj.sock}
+	}))
+	b.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client.SetReadLimit(-1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			_, r, err := client.Reader(context.Background())
+			if err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return
+			}
+		}
+	}()
+	ss := <-accepted
+	b.Cleanup(func() {
+		ss.ws.CloseNow()
+		client.CloseNow()
+		<-done
+	})
+	return ss
 }
