@@ -247,3 +247,36 @@ func TestValidateRefusesOtherHosts(t *testing.T) {
 		t.Error("unknown scenario accepted")
 	}
 }
+
+func TestMedianOf(t *testing.T) {
+	t.Parallel()
+	kib := 15.0
+	results := []*bench.Result{
+		{Scenario: bench.Idle, OK: true, Delivered: 10, LatencyMs: &bench.Latency{P50: 3}, Server: &bench.ServerStats{CPUSeconds: 7}},
+		{Scenario: bench.Idle, OK: false, Delivered: 9, LatencyMs: &bench.Latency{P50: 1}, RSSPerConnKiB: &kib},
+		{Scenario: bench.Idle, OK: true, Delivered: 10, LatencyMs: &bench.Latency{P50: 2}, Server: &bench.ServerStats{CPUSeconds: 5}},
+	}
+	m := bench.MedianOf(results)
+	if m.Runs != 3 || m.OK || m.Scenario != bench.Idle {
+		t.Errorf("runs %d, ok %v, scenario %s", m.Runs, m.OK, m.Scenario)
+	}
+	for name, tc := range map[string]struct {
+		got  *bench.Spread
+		want bench.Spread
+	}{
+		"delivered":  {m.Delivered, bench.Spread{Median: 10, Min: 9, Max: 10}},
+		"p50":        {m.LatencyP50, bench.Spread{Median: 2, Min: 1, Max: 3}},
+		"server cpu": {m.ServerCPUSeconds, bench.Spread{Median: 6, Min: 5, Max: 7}}, // two runs: their mean
+		"kib":        {m.RSSPerConnKiB, bench.Spread{Median: 15, Min: 15, Max: 15}},
+	} {
+		if tc.got == nil || *tc.got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", name, tc.got, tc.want)
+		}
+	}
+	if m.LastMs != nil || m.PostgresCPUSeconds != nil {
+		t.Errorf("figures no run has: last %+v, postgres %+v", m.LastMs, m.PostgresCPUSeconds)
+	}
+	if bench.MedianOf(nil) != nil {
+		t.Error("no runs: not nil")
+	}
+}

@@ -47,6 +47,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var asJSON, quiet bool
+	var runs int
 	var logLevel string
 	e := &envFlags{fs: newFlagSet("bench "+string(scenario), stderr)}
 	fs := e.fs
@@ -88,7 +89,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	})
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "with --url: the server's process id, for CPU and memory readings from /proc")
 	fs.BoolVar(&o.KeepRows, "keep-rows", false, "with --url: keep the run's rows (default: delete them at the end)")
-	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout (the summary goes to stderr)")
+	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout (the summary goes to stderr); with --runs, {\"runs\":[…],\"median\":{…}}")
+	fs.IntVar(&runs, "runs", 1, "run the scenario this many times, one after the other, and report the medians")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level of the run's own setup messages: debug, info, warn, error")
 	if err := e.parse(args[1:]); err != nil {
@@ -109,25 +111,54 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.Progress = stderr
 	}
 
-	res, err := bench.Run(ctx, o)
-	if err != nil {
-		return fmt.Errorf("bench %s: %w", scenario, err)
+	if runs < 1 || runs > maxRuns {
+		return fmt.Errorf("--runs must be from 1 to %d", maxRuns)
+	}
+	summary := stdout
+	if asJSON {
+		summary = stderr
+	}
+	var results []*bench.Result
+	var problems []string
+	for i := range runs {
+		res, err := bench.Run(ctx, o)
+		if err != nil {
+			return fmt.Errorf("bench %s (run %d of %d): %w", scenario, i+1, runs, err)
+		}
+		res.WriteSummary(summary)
+		results = append(results, res)
+		if !res.OK {
+			problems = append(problems, res.Problems...)
+		}
+	}
+	var median *bench.Median
+	if runs > 1 {
+		median = bench.MedianOf(results)
+		fmt.Fprintln(summary)
+		median.WriteSummary(summary)
 	}
 	if asJSON {
-		res.WriteSummary(stderr)
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		var v any = results[0]
+		if runs > 1 {
+			v = struct {
+				Runs   []*bench.Result `json:"runs"`
+				Median *bench.Median   `json:"median"`
+			}{results, median}
+		}
+		if err := enc.Encode(v); err != nil {
 			return err
 		}
-	} else {
-		res.WriteSummary(stdout)
 	}
-	if !res.OK {
-		return fmt.Errorf("bench %s FAILED: %s", scenario, strings.Join(res.Problems, "; "))
+	if len(problems) > 0 {
+		return fmt.Errorf("bench %s FAILED: %s", scenario, strings.Join(problems, "; "))
 	}
 	return nil
 }
+
+// maxRuns bounds --runs.
+const maxRuns = 20
 
 // fillFromEnv sets *p from the environment variable when no flag set it.
 func fillFromEnv(p *string, env string) {

@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+)
+
+// Median holds, for several runs of one scenario, the median of each figure
+// the README's performance table reports (taken figure by figure, so its
+// numbers may come from different runs), with the smallest and largest.
+// A figure no run has is nil.
+type Median struct {
+	Scenario Scenario `json:"scenario"`
+	Runs     int      `json:"runs"`
+	// OK is true when every run was.
+	OK bool `json:"ok"`
+
+	Delivered  *Spread `json:"delivered,omitempty"`
+	Lost       *Spread `json:"lost,omitempty"`
+	Duplicated *Spread `json:"duplicated,omitempty"`
+
+	LatencyP50  *Spread `json:"latency_p50_ms,omitempty"`
+	LatencyP90  *Spread `json:"latency_p90_ms,omitempty"`
+	LatencyP99  *Spread `json:"latency_p99_ms,omitempty"`
+	LatencyP999 *Spread `json:"latency_p99_9_ms,omitempty"`
+	LatencyMax  *Spread `json:"latency_max_ms,omitempty"`
+
+	StatementMs *Spread `json:"statement_ms,omitempty"`
+	FirstMs     *Spread `json:"first_ms,omitempty"`
+	LastMs      *Spread `json:"last_ms,omitempty"`
+
+	ServerCPUSeconds   *Spread `json:"server_cpu_seconds,omitempty"`
+	ServerPeakRSSMiB   *Spread `json:"server_peak_rss_mib,omitempty"`
+	PostgresCPUSeconds *Spread `json:"postgres_cpu_seconds,omitempty"`
+	ConnectSeconds     *Spread `json:"connect_seconds,omitempty"`
+	RSSPerConnKiB      *Spread `json:"rss_per_conn_kib,omitempty"`
+}
+
+// Spread is a median with the range it comes from.
+type Spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+// spreadOf summarises the values get finds in results (ok false: none).
+func spreadOf(results []*Result, get func(*Result) (float64, bool)) *Spread {
+	var v []float64
+	for _, r := range results {
+		if x, ok := get(r); ok {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return nil
+	}
+	slices.Sort(v)
+	m := v[len(v)/2]
+	if len(v)%2 == 0 {
+		m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return &Spread{Median: m, Min: v[0], Max: v[len(v)-1]}
+}
+
+// MedianOf summarises runs of one scenario; it returns nil for none.
+func MedianOf(results []*Result) *Median {
+	if len(results) == 0 {
+		return nil
+	}
+	m := &Median{Scenario: results[0].Scenario, Runs: len(results), OK: true}
+	for _, r := range results {
+		m.OK = m.OK && r.OK
+	}
+	count := func(get func(*Result) int64) *Spread {
+		return spreadOf(results, func(r *Result) (float64, bool) { return float64(get(r)), true })
+	}
+	m.Delivered = count(func(r *Result) int64 { return r.Delivered })
+	m.Lost = count(func(r *Result) int64 { return r.Lost })
+	m.Duplicated = count(func(r *Result) int64 { return r.Duplicated })
+	latency := func(get func(*Latency) float64) *Spread {
+		return spreadOf(results, func(r *Result) (float64, bool) {
+			if r.LatencyMs == nil {
+				return 0, false
+			}
+			return get(r.LatencyMs), true
+		})
+	}
+	m.LatencyP50 = latency(func(l *Latency) float64 { return l.P50 })
+	m.LatencyP90 = latency(func(l *Latency) float64 { return l.P90 })
+	m.LatencyP99 = latency(func(l *Latency) float64 { return l.P99 })
+	m.LatencyP999 = latency(func(l *Latency) float64 { return l.P999 })
+	m.LatencyMax = latency(func(l *Latency) float64 { return l.Max })
+	burst := func(get func(*BurstStats) float64) *Spread {
+		return spreadOf(results, func(r *Result) (float64, bool) {
+			if r.Burst == nil {
+				return 0, false
+			}
+			return get(r.Burst), true
+		})
+	}
+	m.StatementMs = burst(func(b *BurstStats) float64 { return b.StatementMs })
+	m.FirstMs = burst(func(b *BurstStats) float64 { return b.FirstMs })
+	m.LastMs = burst(func(b *BurstStats) float64 { return b.LastMs })
+	server := func(get func(*ServerStats) float64) *Spread {
+		return spreadOf(results, func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return get(r.Server), true
+		})
+	}
+	m.ServerCPUSeconds = server(func(s *ServerStats) float64 { return s.CPUSeconds })
+	m.ServerPeakRSSMiB = server(func(s *ServerStats) float64 { return s.PeakRSSMiB })
+	m.PostgresCPUSeconds = spreadOf(results, func(r *Result) (float64, bool) {
+		if r.Postgres == nil {
+			return 0, false
+		}
+		return r.Postgres.CPUSeconds, true
+	})
+	m.ConnectSeconds = spreadOf(results, func(r *Result) (float64, bool) { return r.ConnectSeconds, true })
+	m.RSSPerConnKiB = spreadOf(results, func(r *Result) (float64, bool) {
+		if r.RSSPerConnKiB == nil {
+			return 0, false
+		}
+		return *r.RSSPerConnKiB, true
+	})
+	return m
+}
+
+// WriteSummary writes m for people, one figure per line.
+func (m *Median) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "pgpush bench %s: medians of %d runs [min–max]\n", m.Scenario, m.Runs)
+	line := func(name, unit string, s *Spread, decimals int) {
+		if s == nil {
+			return
+		}
+		fmt.Fprintf(w, "  %-22s %.*f%s [%.*f–%.*f]\n", name, decimals, s.Median, unit, decimals, s.Min, decimals, s.Max)
+	}
+	line("delivered", "", m.Delivered, 0)
+	line("lost", "", m.Lost, 0)
+	line("duplicated", "", m.Duplicated, 0)
+	line("latency p50", " ms", m.LatencyP50, 3)
+	line("latency p90", " ms", m.LatencyP90, 3)
+	line("latency p99", " ms", m.LatencyP99, 3)
+	line("latency p99.9", " ms", m.LatencyP999, 3)
+	line("latency max", " ms", m.LatencyMax, 3)
+	line("statement", " ms", m.StatementMs, 1)
+	line("first row", " ms", m.FirstMs, 1)
+	line("last row", " ms", m.LastMs, 1)
+	line("server CPU", " s", m.ServerCPUSeconds, 2)
+	line("server peak RSS", " MiB", m.ServerPeakRSSMiB, 1)
+	line("PostgreSQL CPU", " s", m.PostgresCPUSeconds, 2)
+	line("connect", " s", m.ConnectSeconds, 2)
+	line("RSS per connection", " KiB", m.RSSPerConnKiB, 1)
+	if m.OK {
+		fmt.Fprintln(w, "result: OK in every run")
+	} else {
+		fmt.Fprintln(w, "result: FAILED in at least one run")
+	}
+}
