@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os/exec"
 	"strings"
 	"testing"
@@ -104,5 +105,48 @@ func TestTokenAndVersion(t *testing.T) {
 	}
 	if _, stderr, err := pgpush(t, nil, "frobnicate"); err == nil || !strings.Contains(stderr, "unknown command") {
 		t.Fatalf("unknown command: %v %q", err, stderr)
+	}
+}
+
+func TestBenchRunsAndMedians(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--runs", "0"}, {"--runs", "21"}, {"--server-env", "nope"}} {
+		if _, _, err := pgpush(t, nil, append([]string{"bench", "burst"}, args...)...); err == nil {
+			t.Errorf("bench burst %v: accepted", args)
+		}
+	}
+	out, stderr, err := pgpush(t, nil, "bench", "burst", "--users", "20", "--rows", "2000", "--runs", "2",
+		"--server-env", "GOMAXPROCS=1", "--json", "--quiet")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	var got struct {
+		Runs []struct {
+			OK        bool     `json:"ok"`
+			Delivered int64    `json:"delivered"`
+			ServerEnv []string `json:"server_env"`
+		} `json:"runs"`
+		Median struct {
+			OK     bool `json:"ok"`
+			Runs   int  `json:"runs"`
+			LastMs *struct {
+				Median, Min, Max float64
+			} `json:"last_ms"`
+		} `json:"median"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(got.Runs) != 2 || !got.Median.OK || got.Median.Runs != 2 || got.Median.LastMs == nil ||
+		got.Median.LastMs.Min > got.Median.LastMs.Median || got.Median.LastMs.Median > got.Median.LastMs.Max {
+		t.Fatalf("unexpected result: %s", out)
+	}
+	for _, r := range got.Runs {
+		if !r.OK || r.Delivered != 2000 || len(r.ServerEnv) != 1 || r.ServerEnv[0] != "GOMAXPROCS=1" {
+			t.Fatalf("unexpected run: %+v", r)
+		}
+	}
+	if !strings.Contains(stderr, "medians of 2 runs") {
+		t.Errorf("no median summary on stderr: %s", stderr)
 	}
 }
