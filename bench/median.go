@@ -63,6 +63,17 @@ func spreadOf(results []*Result, get func(*Result) (float64, bool)) *Spread {
 	return &Spread{Median: m, Min: v[0], Max: v[len(v)-1]}
 }
 
+// from reads figure f of the part of a result that part returns; a result
+// without that part (nil) has no such figure.
+func from[T any](part func(*Result) *T, f func(*T) float64) func(*Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		if p := part(r); p != nil {
+			return f(p), true
+		}
+		return 0, false
+	}
+}
+
 // MedianOf summarises runs of one scenario; it returns nil for none.
 func MedianOf(results []*Result) *Median {
 	if len(results) == 0 {
@@ -72,59 +83,33 @@ func MedianOf(results []*Result) *Median {
 	for _, r := range results {
 		m.OK = m.OK && r.OK
 	}
-	count := func(get func(*Result) int64) *Spread {
-		return spreadOf(results, func(r *Result) (float64, bool) { return float64(get(r)), true })
+	all := func(get func(*Result) float64) func(*Result) (float64, bool) {
+		return func(r *Result) (float64, bool) { return get(r), true }
 	}
-	m.Delivered = count(func(r *Result) int64 { return r.Delivered })
-	m.Lost = count(func(r *Result) int64 { return r.Lost })
-	m.Duplicated = count(func(r *Result) int64 { return r.Duplicated })
-	latency := func(get func(*Latency) float64) *Spread {
-		return spreadOf(results, func(r *Result) (float64, bool) {
-			if r.LatencyMs == nil {
-				return 0, false
-			}
-			return get(r.LatencyMs), true
-		})
-	}
-	m.LatencyP50 = latency(func(l *Latency) float64 { return l.P50 })
-	m.LatencyP90 = latency(func(l *Latency) float64 { return l.P90 })
-	m.LatencyP99 = latency(func(l *Latency) float64 { return l.P99 })
-	m.LatencyP999 = latency(func(l *Latency) float64 { return l.P999 })
-	m.LatencyMax = latency(func(l *Latency) float64 { return l.Max })
-	burst := func(get func(*BurstStats) float64) *Spread {
-		return spreadOf(results, func(r *Result) (float64, bool) {
-			if r.Burst == nil {
-				return 0, false
-			}
-			return get(r.Burst), true
-		})
-	}
-	m.StatementMs = burst(func(b *BurstStats) float64 { return b.StatementMs })
-	m.FirstMs = burst(func(b *BurstStats) float64 { return b.FirstMs })
-	m.LastMs = burst(func(b *BurstStats) float64 { return b.LastMs })
-	server := func(get func(*ServerStats) float64) *Spread {
-		return spreadOf(results, func(r *Result) (float64, bool) {
-			if r.Server == nil {
-				return 0, false
-			}
-			return get(r.Server), true
-		})
-	}
-	m.ServerCPUSeconds = server(func(s *ServerStats) float64 { return s.CPUSeconds })
-	m.ServerPeakRSSMiB = server(func(s *ServerStats) float64 { return s.PeakRSSMiB })
-	m.PostgresCPUSeconds = spreadOf(results, func(r *Result) (float64, bool) {
-		if r.Postgres == nil {
-			return 0, false
-		}
-		return r.Postgres.CPUSeconds, true
-	})
-	m.ConnectSeconds = spreadOf(results, func(r *Result) (float64, bool) { return r.ConnectSeconds, true })
-	m.RSSPerConnKiB = spreadOf(results, func(r *Result) (float64, bool) {
-		if r.RSSPerConnKiB == nil {
-			return 0, false
-		}
-		return *r.RSSPerConnKiB, true
-	})
+	m.Delivered = spreadOf(results, all(func(r *Result) float64 { return float64(r.Delivered) }))
+	m.Lost = spreadOf(results, all(func(r *Result) float64 { return float64(r.Lost) }))
+	m.Duplicated = spreadOf(results, all(func(r *Result) float64 { return float64(r.Duplicated) }))
+	m.ConnectSeconds = spreadOf(results, all(func(r *Result) float64 { return r.ConnectSeconds }))
+
+	latency := func(r *Result) *Latency { return r.LatencyMs }
+	m.LatencyP50 = spreadOf(results, from(latency, func(l *Latency) float64 { return l.P50 }))
+	m.LatencyP90 = spreadOf(results, from(latency, func(l *Latency) float64 { return l.P90 }))
+	m.LatencyP99 = spreadOf(results, from(latency, func(l *Latency) float64 { return l.P99 }))
+	m.LatencyP999 = spreadOf(results, from(latency, func(l *Latency) float64 { return l.P999 }))
+	m.LatencyMax = spreadOf(results, from(latency, func(l *Latency) float64 { return l.Max }))
+
+	burst := func(r *Result) *BurstStats { return r.Burst }
+	m.StatementMs = spreadOf(results, from(burst, func(b *BurstStats) float64 { return b.StatementMs }))
+	m.FirstMs = spreadOf(results, from(burst, func(b *BurstStats) float64 { return b.FirstMs }))
+	m.LastMs = spreadOf(results, from(burst, func(b *BurstStats) float64 { return b.LastMs }))
+
+	server := func(r *Result) *ServerStats { return r.Server }
+	m.ServerCPUSeconds = spreadOf(results, from(server, func(s *ServerStats) float64 { return s.CPUSeconds }))
+	m.ServerPeakRSSMiB = spreadOf(results, from(server, func(s *ServerStats) float64 { return s.PeakRSSMiB }))
+	m.PostgresCPUSeconds = spreadOf(results, from(func(r *Result) *PostgresStats { return r.Postgres },
+		func(p *PostgresStats) float64 { return p.CPUSeconds }))
+	m.RSSPerConnKiB = spreadOf(results, from(func(r *Result) *float64 { return r.RSSPerConnKiB },
+		func(v *float64) float64 { return *v }))
 	return m
 }
 
