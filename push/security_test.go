@@ -6,9 +6,6 @@ package push_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -22,15 +19,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
@@ -40,6 +34,8 @@ import (
 	"github.com/pgpush/pgpush/migrations"
 	"github.com/pgpush/pgpush/push"
 	"github.com/pgpush/pgpush/push/auth"
+
+	"github.com/pgpush/pgpush/internal/testkit"
 )
 
 // ---- 1. Tokens -------------------------------------------------------------
@@ -52,9 +48,9 @@ import (
 func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 	t.Parallel()
 	const iss, aud = "https://id.example.com/", "pgpush"
-	rsaK := rsaKey("rsa-1")
-	ecK := ecKey(t, "ec-1")
-	jwks := newJWKSServer(t, rsaK, ecK)
+	rsaK := testkit.RSAKey("rsa-1")
+	ecK := testkit.ECKey(t, "ec-1")
+	jwks := testkit.NewJWKSServer(t, false, rsaK, ecK)
 	e := newAuthEnv(t, auth.Config{
 		Secret: testSecret, JWKSURL: jwks.URL, Issuer: iss, Audience: aud,
 		// ES256 keys are in the JWKS but not pinned: such tokens must fail.
@@ -78,7 +74,7 @@ func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 	hs := func(extra map[string]any) string {
 		return sign(t, jwt.SigningMethodHS256, testSecret, claims(extra), nil)
 	}
-	rsaPub, err := x509.MarshalPKIXPublicKey(rsaK.priv.Public())
+	rsaPub, err := x509.MarshalPKIXPublicKey(rsaK.Priv.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +85,7 @@ func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 
 	accepted := map[string]string{
 		"HS256":                     goodHS,
-		"RS256 from the JWKS":       rsaK.sign(t, claims(nil)),
+		"RS256 from the JWKS":       rsaK.Sign(t, claims(nil)),
 		"expired within the leeway": hs(map[string]any{"exp": now.Add(-5 * time.Second).Unix()}),
 		"nbf within the leeway":     hs(map[string]any{"nbf": now.Add(5 * time.Second).Unix()}),
 	}
@@ -102,11 +98,11 @@ func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 		{"alg none", rawToken(map[string]any{"alg": "none", "typ": "JWT"}, claims(nil), "")},
 		{"alg None with a signature", rawToken(map[string]any{"alg": "None"}, claims(nil), sigHS)},
 		{"HS512 with the secret, not pinned", sign(t, jwt.SigningMethodHS512, testSecret, claims(nil), nil)},
-		{"ES256 from the JWKS, not pinned", ecK.sign(t, claims(nil))},
+		{"ES256 from the JWKS, not pinned", ecK.Sign(t, claims(nil))},
 		{"HS256 signed with the RSA public key (PEM)", sign(t, jwt.SigningMethodHS256, rsaPEM, claims(nil), map[string]any{"kid": "rsa-1"})},
 		{"HS256 signed with the RSA public key (DER)", sign(t, jwt.SigningMethodHS256, rsaPub, claims(nil), map[string]any{"kid": "rsa-1"})},
-		{"RS256 signed by a key not in the JWKS", sigKey{kid: "rsa-1", method: jwt.SigningMethodRS256, priv: strangerRSA()}.sign(t, claims(nil))},
-		{"RS256 naming an unknown kid", sigKey{kid: "nope", method: jwt.SigningMethodRS256, priv: rsaK.priv}.sign(t, claims(nil))},
+		{"RS256 signed by a key not in the JWKS", testkit.Key{Kid: "rsa-1", Method: jwt.SigningMethodRS256, Priv: strangerRSA()}.Sign(t, claims(nil))},
+		{"RS256 naming an unknown kid", testkit.Key{Kid: "nope", Method: jwt.SigningMethodRS256, Priv: rsaK.Priv}.Sign(t, claims(nil))},
 		{"expired", hs(map[string]any{"exp": now.Add(-time.Minute).Unix()})},
 		{"not valid yet", hs(map[string]any{"nbf": now.Add(time.Minute).Unix()})},
 		{"issued in the future", hs(map[string]any{"iat": now.Add(time.Minute).Unix()})},
@@ -189,22 +185,22 @@ func check401(t *testing.T, what string, res response, tok string) {
 // further fetch.
 func TestJWKSRotationWithoutRestart(t *testing.T) {
 	t.Parallel()
-	k1, k2 := ecKey(t, "2026-01"), ecKey(t, "2026-02")
-	jwks := newJWKSServer(t, k1)
+	k1, k2 := testkit.ECKey(t, "2026-01"), testkit.ECKey(t, "2026-02")
+	jwks := testkit.NewJWKSServer(t, false, k1)
 	e := newAuthEnv(t, auth.Config{JWKSURL: jwks.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRateLimit: time.Hour}, nil)
-	alice := func(k sigKey) string {
-		return k.sign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	alice := func(k testkit.Key) string {
+		return k.Sign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
 	}
 	tok1, tok2 := alice(k1), alice(k2)
 
 	if res := e.get("/v1/notifications", tok1); res.StatusCode != http.StatusOK {
 		t.Fatalf("first key: %d %s", res.StatusCode, res.Body)
 	}
-	if n := jwks.requests.Load(); n != 1 {
+	if n := jwks.Requests.Load(); n != 1 {
 		t.Fatalf("%d JWKS fetches at start, want 1", n)
 	}
 
-	jwks.publish(t, k2) // the identity provider rotates: k2 replaces k1
+	jwks.SetKeys(t, k2) // the identity provider rotates: k2 replaces k1
 	if res := e.do("POST", "/v1/notifications/read", tok2, `{"all":true}`, nil); res.StatusCode != http.StatusOK {
 		t.Fatalf("rotated key, read: %d %s", res.StatusCode, res.Body)
 	}
@@ -213,7 +209,7 @@ func TestJWKSRotationWithoutRestart(t *testing.T) {
 	}
 	c := e.dialRaw(e.wsURL(tok2, ""), nil)
 	c.next("ready")
-	if n := jwks.requests.Load(); n != 2 {
+	if n := jwks.Requests.Load(); n != 2 {
 		t.Fatalf("%d JWKS fetches after the rotation, want 2 (one for the new kid)", n)
 	}
 
@@ -222,7 +218,7 @@ func TestJWKSRotationWithoutRestart(t *testing.T) {
 
 	// Made-up kids: all refused, and the rate limit holds the fetches.
 	for i := range 30 {
-		k := sigKey{kid: fmt.Sprintf("made-up-%d", i), method: k2.method, priv: k2.priv}
+		k := testkit.Key{Kid: fmt.Sprintf("made-up-%d", i), Method: k2.Method, Priv: k2.Priv}
 		tok := alice(k)
 		switch i % 3 {
 		case 0:
@@ -235,7 +231,7 @@ func TestJWKSRotationWithoutRestart(t *testing.T) {
 			}
 		}
 	}
-	if n := jwks.requests.Load(); n != 2 {
+	if n := jwks.Requests.Load(); n != 2 {
 		t.Fatalf("%d JWKS fetches after 30 made-up kids, want still 2", n)
 	}
 }
@@ -245,21 +241,21 @@ func TestJWKSRotationWithoutRestart(t *testing.T) {
 // one, without a restart.
 func TestJWKSBackgroundRefresh(t *testing.T) {
 	t.Parallel()
-	k1, k2 := ecKey(t, "old"), ecKey(t, "new")
-	jwks := newJWKSServer(t, k1)
+	k1, k2 := testkit.ECKey(t, "old"), testkit.ECKey(t, "new")
+	jwks := testkit.NewJWKSServer(t, false, k1)
 	e := newAuthEnv(t, auth.Config{JWKSURL: jwks.URL, JWKSRefreshInterval: 50 * time.Millisecond, JWKSUnknownKIDRateLimit: time.Hour}, nil)
-	alice := func(k sigKey) string {
-		return k.sign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	alice := func(k testkit.Key) string {
+		return k.Sign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
 	}
 	status := func(tok string) int { return e.get("/v1/notifications", tok).StatusCode }
 
-	bogus := alice(sigKey{kid: "bogus", method: k1.method, priv: k1.priv})
+	bogus := alice(testkit.Key{Kid: "bogus", Method: k1.Method, Priv: k1.Priv})
 	if s := status(bogus); s != http.StatusUnauthorized {
-		t.Fatalf("bogus kid: %d", s)
+		t.Fatalf("bogus Kid: %d", s)
 	}
-	jwks.publish(t, k1, k2)
+	jwks.SetKeys(t, k1, k2)
 	waitUntil(t, 10*time.Second, "the background refresh to bring the new key", func() bool { return status(alice(k2)) == http.StatusOK })
-	jwks.publish(t, k2)
+	jwks.SetKeys(t, k2)
 	waitUntil(t, 10*time.Second, "the background refresh to retire the old key", func() bool { return status(alice(k1)) == http.StatusUnauthorized })
 	c := e.dialRaw(e.wsURL(alice(k2), ""), nil)
 	c.next("ready")
@@ -868,7 +864,7 @@ func TestMalformedClientMessages(t *testing.T) {
 func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dbURL := dbtest.NewDB(t)
 	admin := dbtest.Pool(t, dbURL)
@@ -978,24 +974,6 @@ func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 			t.Errorf("/metrics contains the user id %s", u)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ---- 8. Database side ------------------------------------------------------
@@ -1306,24 +1284,9 @@ func rawToken(header, payload map[string]any, sig string) string {
 	return enc(header) + "." + enc(payload) + "." + sig
 }
 
-// sigKey is an asymmetric signing key a jwksServer can publish.
-type sigKey struct {
-	kid    string
-	method jwt.SigningMethod
-	priv   crypto.Signer
-}
-
-func (k sigKey) sign(t *testing.T, c jwt.MapClaims) string {
-	t.Helper()
-	return sign(t, k.method, k.priv, c, map[string]any{"kid": k.kid})
-}
-
-// RSA keys are slow to generate under -race: one of each per test binary.
-var (
-	rsaPriv = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA(2048) })
-	// strangerRSA signs tokens no JWKS lists; its size does not matter.
-	strangerRSA = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA(1024) })
-)
+// strangerRSA signs tokens no JWKS lists; its size does not matter. RSA
+// keys are slow to generate under -race: one per test binary.
+var strangerRSA = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA(1024) })
 
 func mustRSA(bits int) *rsa.PrivateKey {
 	k, err := rsa.GenerateKey(rand.Reader, bits)
@@ -1331,64 +1294,6 @@ func mustRSA(bits int) *rsa.PrivateKey {
 		panic(err)
 	}
 	return k
-}
-
-func rsaKey(kid string) sigKey {
-	return sigKey{kid: kid, method: jwt.SigningMethodRS256, priv: rsaPriv()}
-}
-
-func ecKey(t *testing.T, kid string) sigKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sigKey{kid: kid, method: jwt.SigningMethodES256, priv: k}
-}
-
-// jwksServer is a local JWKS endpoint whose keys the test rotates, and which
-// counts its requests.
-type jwksServer struct {
-	*httptest.Server
-	body     atomic.Pointer[[]byte]
-	requests atomic.Int64
-}
-
-func newJWKSServer(t *testing.T, keys ...sigKey) *jwksServer {
-	t.Helper()
-	s := &jwksServer{}
-	s.publish(t, keys...)
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Write(*s.body.Load())
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// publish replaces the served key set with the public halves of keys.
-func (s *jwksServer) publish(t *testing.T, keys ...sigKey) {
-	t.Helper()
-	ctx := context.Background()
-	store := jwkset.NewMemoryStorage()
-	for _, k := range keys {
-		jwk, err := jwkset.NewJWKFromKey(k.priv.Public(), jwkset.JWKOptions{
-			Metadata: jwkset.JWKMetadataOptions{KID: k.kid, ALG: jwkset.ALG(k.method.Alg()), USE: jwkset.UseSig},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.KeyWrite(ctx, jwk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, err := store.JSONPublic(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := []byte(raw)
-	s.body.Store(&b)
 }
 
 func randomHex(t *testing.T, n int) string {

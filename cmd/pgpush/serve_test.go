@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +26,8 @@ import (
 
 	"github.com/pgpush/pgpush/db/dbtest"
 	"github.com/pgpush/pgpush/push/auth"
+
+	"github.com/pgpush/pgpush/internal/testkit"
 )
 
 // binary is the pgpush binary built for these tests.
@@ -57,7 +58,7 @@ type node struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
-	log  *syncBuffer
+	log  *testkit.SyncBuffer
 	done chan struct{}
 	err  error // the exit status, once done is closed
 }
@@ -74,7 +75,7 @@ func startNode(t *testing.T, dbURL string, env ...string) *node {
 		"PGPUSH_LOG_LEVEL=debug",
 	)
 	cmd.Env = append(cmd.Env, env...)
-	n := &node{t: t, cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	n := &node{t: t, cmd: cmd, log: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = n.log
 	cmd.Stderr = n.log
 	if err := cmd.Start(); err != nil {
@@ -414,22 +415,4 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -2,24 +2,13 @@ package auth
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -111,120 +100,6 @@ func mustReject(t testing.TB, v *Verifier, tok, want string) error {
 		t.Errorf("claims %+v returned with an error", c)
 	}
 	return err
-}
-
-// testKey is an asymmetric key that signs test tokens and is published by a
-// jwksServer.
-type testKey struct {
-	kid    string
-	method jwt.SigningMethod
-	priv   crypto.Signer
-}
-
-func (k testKey) sign(t testing.TB, c jwt.Claims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(k.method, c)
-	if k.kid != "" {
-		tok.Header["kid"] = k.kid
-	}
-	s, err := tok.SignedString(k.priv)
-	if err != nil {
-		t.Fatalf("sign %s: %v", k.method.Alg(), err)
-	}
-	return s
-}
-
-// RSA keys are slow to make under -race: one per test binary.
-var rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	return k
-})
-
-func rsaTestKey(kid string) testKey {
-	return testKey{kid: kid, method: jwt.SigningMethodRS256, priv: rsaKey()}
-}
-
-func ecTestKey(t testing.TB, kid string) testKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{kid: kid, method: jwt.SigningMethodES256, priv: k}
-}
-
-func edTestKey(t testing.TB, kid string) testKey {
-	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{kid: kid, method: jwt.SigningMethodEdDSA, priv: k}
-}
-
-// jwksJSON is the public JWK Set of keys, as an identity provider serves it.
-func jwksJSON(t testing.TB, keys ...testKey) []byte {
-	t.Helper()
-	ctx := context.Background()
-	store := jwkset.NewMemoryStorage()
-	for _, k := range keys {
-		jwk, err := jwkset.NewJWKFromKey(k.priv.Public(), jwkset.JWKOptions{
-			Metadata: jwkset.JWKMetadataOptions{KID: k.kid, ALG: jwkset.ALG(k.method.Alg()), USE: jwkset.UseSig},
-		})
-		if err != nil {
-			t.Fatalf("jwk %s: %v", k.kid, err)
-		}
-		if err := store.KeyWrite(ctx, jwk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, err := store.JSONPublic(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
-// jwksServer is a real HTTP JWKS endpoint whose document the test can swap,
-// and which counts the requests it gets.
-type jwksServer struct {
-	*httptest.Server
-	body     atomic.Pointer[[]byte]
-	status   atomic.Int32
-	requests atomic.Int64
-}
-
-func newJWKSServer(t testing.TB, tls bool, keys ...testKey) *jwksServer {
-	t.Helper()
-	s := &jwksServer{}
-	s.status.Store(http.StatusOK)
-	s.setKeys(t, keys...)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.WriteHeader(int(s.status.Load()))
-		w.Write(*s.body.Load())
-	})
-	if tls {
-		s.Server = httptest.NewTLSServer(h)
-	} else {
-		s.Server = httptest.NewServer(h)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *jwksServer) setKeys(t testing.TB, keys ...testKey) {
-	b := jwksJSON(t, keys...)
-	s.body.Store(&b)
-}
-
-func (s *jwksServer) setBody(b string) {
-	raw := []byte(b)
-	s.body.Store(&raw)
 }
 
 // waitFor polls cond until it holds, failing the test after a deadline.

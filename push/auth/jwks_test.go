@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pgpush/pgpush/internal/testkit"
 )
 
 // A long unknown-kid limit, so a test sees exactly the refreshes it causes.
@@ -25,39 +27,39 @@ const noSecondRefresh = time.Hour
 
 func TestJWKSAlgorithms(t *testing.T) {
 	t.Parallel()
-	rsaK, ecK, edK := rsaTestKey("rsa-1"), ecTestKey(t, "ec-1"), edTestKey(t, "ed-1")
-	srv := newJWKSServer(t, false, rsaK, ecK, edK)
+	rsaK, ecK, edK := testkit.RSAKey("rsa-1"), testkit.ECKey(t, "ec-1"), testkit.EdKey(t, "ed-1")
+	srv := testkit.NewJWKSServer(t, false, rsaK, ecK, edK)
 	v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSUnknownKIDRateLimit: noSecondRefresh})
 
-	for _, k := range []testKey{rsaK, ecK, edK} {
-		t.Run(k.method.Alg(), func(t *testing.T) {
-			c := mustVerify(t, v, k.sign(t, claims("user-"+k.kid, time.Hour, nil)))
-			if c.Subject != "user-"+k.kid {
+	for _, k := range []testkit.Key{rsaK, ecK, edK} {
+		t.Run(k.Method.Alg(), func(t *testing.T) {
+			c := mustVerify(t, v, k.Sign(t, claims("user-"+k.Kid, time.Hour, nil)))
+			if c.Subject != "user-"+k.Kid {
 				t.Errorf("subject %q", c.Subject)
 			}
 		})
 	}
 	t.Run("no kid", func(t *testing.T) {
 		noKID := ecK
-		noKID.kid = ""
-		mustVerify(t, v, noKID.sign(t, claims("alice", time.Hour, nil)))
+		noKID.Kid = ""
+		mustVerify(t, v, noKID.Sign(t, claims("alice", time.Hour, nil)))
 	})
 	t.Run("no kid, unknown key", func(t *testing.T) {
-		mustReject(t, v, ecTestKey(t, "").sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
+		mustReject(t, v, testkit.ECKey(t, "").Sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
 	})
 	t.Run("kid of another key", func(t *testing.T) {
 		// Signed by an EC key the set lacks, naming a key the set has.
-		mustReject(t, v, ecTestKey(t, "ec-1").sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
+		mustReject(t, v, testkit.ECKey(t, "ec-1").Sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
 	})
 	t.Run("kid of a key for another alg", func(t *testing.T) {
 		k := rsaK
-		k.kid = "ec-1"
-		mustReject(t, v, k.sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
+		k.Kid = "ec-1"
+		mustReject(t, v, k.Sign(t, claims("alice", time.Hour, nil)), "token signature invalid")
 	})
 	t.Run("kid not a string", func(t *testing.T) {
 		tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims("alice", time.Hour, nil))
 		tok.Header["kid"] = 7
-		s, err := tok.SignedString(ecK.priv)
+		s, err := tok.SignedString(ecK.Priv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,33 +67,33 @@ func TestJWKSAlgorithms(t *testing.T) {
 	})
 	t.Run("alg not in the default list", func(t *testing.T) {
 		k := rsaK
-		k.method = jwt.SigningMethodPS256
-		mustReject(t, v, k.sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed")
+		k.Method = jwt.SigningMethodPS256
+		mustReject(t, v, k.Sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed")
 	})
 	t.Run("HS256 not allowed without a secret", func(t *testing.T) {
 		mustReject(t, v, signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed")
 	})
 	t.Run("expired", func(t *testing.T) {
-		err := mustReject(t, v, edK.sign(t, claims("alice", -time.Hour, nil)), "token expired")
+		err := mustReject(t, v, edK.Sign(t, claims("alice", -time.Hour, nil)), "token expired")
 		if !errors.Is(err, ErrExpired) {
 			t.Errorf("error %v does not match ErrExpired", err)
 		}
 	})
 	t.Run("no sub", func(t *testing.T) {
-		mustReject(t, v, rsaK.sign(t, claims("", time.Hour, nil)), "token has no sub")
+		mustReject(t, v, rsaK.Sign(t, claims("", time.Hour, nil)), "token has no sub")
 	})
 
-	if n := srv.requests.Load(); n != 1 {
+	if n := srv.Requests.Load(); n != 1 {
 		t.Errorf("%d JWKS requests, want 1 (the known keys need no refresh)", n)
 	}
 }
 
 func TestJWKSAndSecretTogether(t *testing.T) {
 	t.Parallel()
-	k := ecTestKey(t, "ec-1")
-	srv := newJWKSServer(t, false, k)
+	k := testkit.ECKey(t, "ec-1")
+	srv := testkit.NewJWKSServer(t, false, k)
 	v := newVerifier(t, Config{Secret: testSecret, JWKSURL: srv.URL})
-	mustVerify(t, v, k.sign(t, claims("alice", time.Hour, nil)))
+	mustVerify(t, v, k.Sign(t, claims("alice", time.Hour, nil)))
 	tok, err := Mint(testSecret, "bob", time.Hour, "", "")
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +107,12 @@ func TestJWKSAndSecretTogether(t *testing.T) {
 // accept them.
 func TestAlgorithmConfusion(t *testing.T) {
 	t.Parallel()
-	k := rsaTestKey("rsa-1")
-	srv := newJWKSServer(t, false, k)
+	k := testkit.RSAKey("rsa-1")
+	srv := testkit.NewJWKSServer(t, false, k)
 	jwksOnly := newVerifier(t, Config{JWKSURL: srv.URL})
 	withSecret := newVerifier(t, Config{JWKSURL: srv.URL, Secret: testSecret})
 
-	pub := &rsaKey().PublicKey
+	pub := &testkit.RSAPrivateKey().PublicKey
 	pkix, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +124,7 @@ func TestAlgorithmConfusion(t *testing.T) {
 		"PKIX DER":  pkix,
 		"PKCS1 DER": pkcs1,
 		"modulus":   pub.N.Bytes(),
-		"JWKS JSON": jwksJSON(t, k),
+		"JWKS JSON": testkit.JWKS(t, k),
 	}
 	for name, secret := range secrets {
 		t.Run(name, func(t *testing.T) {
@@ -135,33 +137,33 @@ func TestAlgorithmConfusion(t *testing.T) {
 		})
 	}
 	// The real key still works on both.
-	mustVerify(t, jwksOnly, k.sign(t, claims("alice", time.Hour, nil)))
-	mustVerify(t, withSecret, k.sign(t, claims("alice", time.Hour, nil)))
+	mustVerify(t, jwksOnly, k.Sign(t, claims("alice", time.Hour, nil)))
+	mustVerify(t, withSecret, k.Sign(t, claims("alice", time.Hour, nil)))
 }
 
 func TestJWKSKeyRotation(t *testing.T) {
 	t.Parallel()
-	oldK, newK := ecTestKey(t, "2026-01"), edTestKey(t, "2026-02")
-	srv := newJWKSServer(t, false, oldK)
+	oldK, newK := testkit.ECKey(t, "2026-01"), testkit.EdKey(t, "2026-02")
+	srv := testkit.NewJWKSServer(t, false, oldK)
 	v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRateLimit: noSecondRefresh})
 
-	oldTok := oldK.sign(t, claims("alice", time.Hour, nil))
+	oldTok := oldK.Sign(t, claims("alice", time.Hour, nil))
 	mustVerify(t, v, oldTok)
 
 	// The identity provider rotates: the old key is withdrawn, a new one
 	// published under a new kid. The first token naming it makes the
 	// verifier fetch the set again; no restart.
-	srv.setKeys(t, newK)
-	mustVerify(t, v, newK.sign(t, claims("alice", time.Hour, nil)))
-	if n := srv.requests.Load(); n != 2 {
+	srv.SetKeys(t, newK)
+	mustVerify(t, v, newK.Sign(t, claims("alice", time.Hour, nil)))
+	if n := srv.Requests.Load(); n != 2 {
 		t.Errorf("%d JWKS requests, want 2 (initial, one for the new kid)", n)
 	}
-	mustVerify(t, v, newK.sign(t, claims("bob", time.Hour, nil)))
+	mustVerify(t, v, newK.Sign(t, claims("bob", time.Hour, nil)))
 
 	// The withdrawn key is gone with the refresh, and asking for it again
 	// within the rate limit fetches nothing.
 	mustReject(t, v, oldTok, "token signing key unknown")
-	if n := srv.requests.Load(); n != 2 {
+	if n := srv.Requests.Load(); n != 2 {
 		t.Errorf("%d JWKS requests, want still 2", n)
 	}
 }
@@ -170,12 +172,12 @@ func TestJWKSKeyRotation(t *testing.T) {
 // at once: they share one fetch, and none is refused for the rate limit.
 func TestJWKSRotationBurst(t *testing.T) {
 	t.Parallel()
-	oldK, newK := ecTestKey(t, "old"), ecTestKey(t, "new")
-	srv := newJWKSServer(t, false, oldK)
+	oldK, newK := testkit.ECKey(t, "old"), testkit.ECKey(t, "new")
+	srv := testkit.NewJWKSServer(t, false, oldK)
 	v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRateLimit: noSecondRefresh})
-	srv.setKeys(t, oldK, newK)
+	srv.SetKeys(t, oldK, newK)
 
-	tok := newK.sign(t, claims("alice", time.Hour, nil))
+	tok := newK.Sign(t, claims("alice", time.Hour, nil))
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	for range 32 {
@@ -191,7 +193,7 @@ func TestJWKSRotationBurst(t *testing.T) {
 			t.Errorf("Verify during rotation: %v", err)
 		}
 	}
-	if n := srv.requests.Load(); n != 2 {
+	if n := srv.Requests.Load(); n != 2 {
 		t.Errorf("%d JWKS requests, want 2", n)
 	}
 }
@@ -200,15 +202,15 @@ func TestJWKSRotationBurst(t *testing.T) {
 // provider must see no more fetches than the rate limit allows.
 func TestJWKSUnknownKIDFlood(t *testing.T) {
 	t.Parallel()
-	known := ecTestKey(t, "known")
-	attacker := ecTestKey(t, "")
+	known := testkit.ECKey(t, "known")
+	attacker := testkit.ECKey(t, "")
 	flood := func(t *testing.T, v *Verifier, n int) {
 		t.Helper()
 		toks := make(chan string, n)
 		for i := range n {
 			k := attacker
-			k.kid = fmt.Sprintf("made-up-%d", i)
-			toks <- k.sign(t, claims("mallory", time.Hour, nil))
+			k.Kid = fmt.Sprintf("made-up-%d", i)
+			toks <- k.Sign(t, claims("mallory", time.Hour, nil))
 		}
 		close(toks)
 		var wg sync.WaitGroup
@@ -227,18 +229,18 @@ func TestJWKSUnknownKIDFlood(t *testing.T) {
 	}
 
 	t.Run("one refresh per interval", func(t *testing.T) {
-		srv := newJWKSServer(t, false, known)
+		srv := testkit.NewJWKSServer(t, false, known)
 		v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRateLimit: noSecondRefresh})
 		flood(t, v, 400)
-		if n := srv.requests.Load(); n != 2 {
+		if n := srv.Requests.Load(); n != 2 {
 			t.Errorf("%d JWKS requests for 400 unknown kids, want 2 (initial, one refresh)", n)
 		}
-		mustVerify(t, v, known.sign(t, claims("alice", time.Hour, nil)))
+		mustVerify(t, v, known.Sign(t, claims("alice", time.Hour, nil)))
 	})
 
 	t.Run("short interval", func(t *testing.T) {
 		const limit = 50 * time.Millisecond
-		srv := newJWKSServer(t, false, known)
+		srv := testkit.NewJWKSServer(t, false, known)
 		v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSRefreshInterval: time.Hour, JWKSUnknownKIDRateLimit: limit})
 		start := time.Now()
 		for time.Since(start) < 6*limit {
@@ -247,7 +249,7 @@ func TestJWKSUnknownKIDFlood(t *testing.T) {
 		elapsed := time.Since(start)
 		// The initial fetch, one at once, then at most one per interval; and
 		// the limit is a rate, not a one-off: refreshes resume.
-		n, most := srv.requests.Load(), 2+int64(elapsed/limit)
+		n, most := srv.Requests.Load(), 2+int64(elapsed/limit)
 		if n > most || n < 3 {
 			t.Errorf("%d JWKS requests in %v, want 3 to %d", n, elapsed, most)
 		}
@@ -256,39 +258,39 @@ func TestJWKSUnknownKIDFlood(t *testing.T) {
 
 func TestJWKSBackgroundRefresh(t *testing.T) {
 	t.Parallel()
-	oldK, newK := ecTestKey(t, "old"), ecTestKey(t, "new")
-	srv := newJWKSServer(t, false, oldK)
+	oldK, newK := testkit.ECKey(t, "old"), testkit.ECKey(t, "new")
+	srv := testkit.NewJWKSServer(t, false, oldK)
 	v := newVerifier(t, Config{JWKSURL: srv.URL, JWKSRefreshInterval: 10 * time.Millisecond, JWKSUnknownKIDRateLimit: noSecondRefresh})
 
 	// Spend the one unknown-kid refresh, so only the background loop can
 	// bring the new key.
-	mustReject(t, v, newK.sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
+	mustReject(t, v, newK.Sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
 
-	srv.setKeys(t, oldK, newK)
+	srv.SetKeys(t, oldK, newK)
 	waitFor(t, "the background refresh to load the new key", func() bool {
-		_, err := v.Verify(newK.sign(t, claims("alice", time.Hour, nil)))
+		_, err := v.Verify(newK.Sign(t, claims("alice", time.Hour, nil)))
 		return err == nil
 	})
 
 	// A failing identity provider leaves the cached keys in place.
-	srv.status.Store(500)
-	failedFrom := srv.requests.Load()
-	waitFor(t, "failed refreshes", func() bool { return srv.requests.Load() >= failedFrom+3 })
-	mustVerify(t, v, newK.sign(t, claims("alice", time.Hour, nil)))
-	mustVerify(t, v, oldK.sign(t, claims("alice", time.Hour, nil)))
+	srv.Status.Store(500)
+	failedFrom := srv.Requests.Load()
+	waitFor(t, "failed refreshes", func() bool { return srv.Requests.Load() >= failedFrom+3 })
+	mustVerify(t, v, newK.Sign(t, claims("alice", time.Hour, nil)))
+	mustVerify(t, v, oldK.Sign(t, claims("alice", time.Hour, nil)))
 
 	// So does a set with nothing usable in it.
-	srv.status.Store(200)
-	srv.setBody(`{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"old"}]}`)
-	from := srv.requests.Load()
-	waitFor(t, "refreshes of the unusable set", func() bool { return srv.requests.Load() >= from+3 })
-	mustVerify(t, v, oldK.sign(t, claims("alice", time.Hour, nil)))
+	srv.Status.Store(200)
+	srv.SetBody(`{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"old"}]}`)
+	from := srv.Requests.Load()
+	waitFor(t, "refreshes of the unusable set", func() bool { return srv.Requests.Load() >= from+3 })
+	mustVerify(t, v, oldK.Sign(t, claims("alice", time.Hour, nil)))
 }
 
 func TestJWKSStopsWithContextAndClose(t *testing.T) {
 	t.Parallel()
-	k := ecTestKey(t, "k")
-	srv := newJWKSServer(t, false, k)
+	k := testkit.ECKey(t, "k")
+	srv := testkit.NewJWKSServer(t, false, k)
 
 	// Requests are counted where they start, in the client: the server
 	// may still see one that Close cancelled in flight.
@@ -310,8 +312,8 @@ func TestJWKSStopsWithContextAndClose(t *testing.T) {
 	v.Close()
 	n := started.Load()
 	// Cached keys still verify; an unknown kid can no longer fetch.
-	mustVerify(t, v, k.sign(t, claims("alice", time.Hour, nil)))
-	mustReject(t, v, ecTestKey(t, "other").sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
+	mustVerify(t, v, k.Sign(t, claims("alice", time.Hour, nil)))
+	mustReject(t, v, testkit.ECKey(t, "other").Sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
 	if m := started.Load(); m != n {
 		t.Errorf("%d JWKS requests after Close", m-n)
 	}
@@ -338,8 +340,8 @@ func TestJWKSNewFails(t *testing.T) {
 		{"not json", 200, `<html>`, "decode jwks"},
 		{"empty set", 200, `{"keys":[]}`, "no usable signing key (0 keys listed)"},
 		{"only symmetric", 200, `{"keys":[{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0","kid":"h"}]}`, "no usable signing key (1 keys listed)"},
-		{"only encryption", 200, string(jwksJSON(t, testKey{kid: "e", method: jwt.SigningMethodES384, priv: p384})), ""},
-		{"only short RSA", 200, string(jwksJSON(t, testKey{kid: "s", method: jwt.SigningMethodRS256, priv: small})), "no usable signing key (1 keys listed)"},
+		{"only encryption", 200, string(testkit.JWKS(t, testkit.Key{Kid: "e", Method: jwt.SigningMethodES384, Priv: p384})), ""},
+		{"only short RSA", 200, string(testkit.JWKS(t, testkit.Key{Kid: "s", Method: jwt.SigningMethodRS256, Priv: small})), "no usable signing key (1 keys listed)"},
 		{"too large", 200, `{"keys":[` + strings.Repeat(" ", maxJWKSBytes) + `]}`, "larger than"},
 	}
 	for _, tt := range tests {
@@ -348,9 +350,9 @@ func TestJWKSNewFails(t *testing.T) {
 			tt.want = "no usable signing key (1 keys listed)"
 		}
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newJWKSServer(t, false)
-			srv.status.Store(int32(tt.status))
-			srv.setBody(tt.body)
+			srv := testkit.NewJWKSServer(t, false)
+			srv.Status.Store(int32(tt.status))
+			srv.SetBody(tt.body)
 			v, err := New(context.Background(), Config{JWKSURL: srv.URL})
 			if err == nil {
 				v.Close()
@@ -363,7 +365,7 @@ func TestJWKSNewFails(t *testing.T) {
 	}
 
 	t.Run("unreachable", func(t *testing.T) {
-		srv := newJWKSServer(t, false)
+		srv := testkit.NewJWKSServer(t, false)
 		url := srv.URL
 		srv.Close()
 		if _, err := New(context.Background(), Config{JWKSURL: url}); err == nil || !strings.Contains(err.Error(), "load jwks") {
@@ -371,7 +373,7 @@ func TestJWKSNewFails(t *testing.T) {
 		}
 	})
 	t.Run("cancelled context", func(t *testing.T) {
-		srv := newJWKSServer(t, false, ecTestKey(t, "k"))
+		srv := testkit.NewJWKSServer(t, false, testkit.ECKey(t, "k"))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if _, err := New(ctx, Config{JWKSURL: srv.URL}); !errors.Is(err, context.Canceled) {
@@ -386,18 +388,18 @@ func TestJWKSSkipsUnusableKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	weak := testKey{kid: "weak", method: jwt.SigningMethodRS256, priv: small}
-	good := ecTestKey(t, "good")
-	srv := newJWKSServer(t, false, weak, good)
+	weak := testkit.Key{Kid: "weak", Method: jwt.SigningMethodRS256, Priv: small}
+	good := testkit.ECKey(t, "good")
+	srv := testkit.NewJWKSServer(t, false, weak, good)
 	v := newVerifier(t, Config{JWKSURL: srv.URL})
-	mustVerify(t, v, good.sign(t, claims("alice", time.Hour, nil)))
-	mustReject(t, v, weak.sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
+	mustVerify(t, v, good.Sign(t, claims("alice", time.Hour, nil)))
+	mustReject(t, v, weak.Sign(t, claims("alice", time.Hour, nil)), "token signing key unknown")
 }
 
 func TestJWKSOverTLS(t *testing.T) {
 	t.Parallel()
-	k := edTestKey(t, "ed")
-	srv := newJWKSServer(t, true, k)
+	k := testkit.EdKey(t, "ed")
+	srv := testkit.NewJWKSServer(t, true, k)
 
 	// The default client does not trust the test CA: proof that HTTPClient
 	// is the one used.
@@ -405,7 +407,7 @@ func TestJWKSOverTLS(t *testing.T) {
 		t.Fatalf("New with the default client: %v, want a certificate error", err)
 	}
 	v := newVerifier(t, Config{JWKSURL: srv.URL, HTTPClient: srv.Client()})
-	mustVerify(t, v, k.sign(t, claims("alice", time.Hour, nil)))
+	mustVerify(t, v, k.Sign(t, claims("alice", time.Hour, nil)))
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

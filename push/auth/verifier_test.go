@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pgpush/pgpush/internal/testkit"
 )
 
 func TestVerifyHS256(t *testing.T) {
@@ -84,7 +86,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"no alg", unsigned(t, map[string]any{"typ": "JWT"}, alice, parts[2]), "token algorithm not allowed"},
 		{"alg not a string", unsigned(t, map[string]any{"alg": 256}, alice, parts[2]), "token algorithm not allowed"},
 		{"HS512 not allowed", signHS(t, jwt.SigningMethodHS512, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed"},
-		{"RS256 without JWKS", rsaTestKey("k").sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed"},
+		{"RS256 without JWKS", testkit.RSAKey("k").Sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed"},
 		{"no sub", signHS(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, nil), nil), "token has no sub"},
 		{"empty sub", signHS(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, map[string]any{"sub": ""}), nil), "token has no sub"},
 		{"nbf beyond leeway", signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, map[string]any{"nbf": time.Now().Add(time.Minute).Unix()}), nil), "token not valid yet"},
