@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgpush/pgpush/db"
@@ -118,24 +114,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 // like a real one, is connected to a client that discards what it reads.
 func benchSession(b *testing.B) *session {
 	b.Helper()
-	accepted := make(chan *session, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hj := &hijacker{ResponseWriter: w, timeout: 10 * time.Second}
-		ws, err := websocket.Accept(hj, r, nil)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		accepted <- &session{s: &Server{metrics: newMetrics(func() float64 { return 0 })}, ws: ws, sock: hj.sock}
-	}))
-	b.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client.SetReadLimit(-1)
+	ss, client := sessionPair(b)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -149,7 +128,6 @@ func benchSession(b *testing.B) *session {
 			}
 		}
 	}()
-	ss := <-accepted
 	b.Cleanup(func() {
 		ss.ws.CloseNow()
 		client.CloseNow()

@@ -2,13 +2,21 @@ package push
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // countingConn counts the writes that reach a real TCP connection.
@@ -142,4 +150,111 @@ func TestABigFrameTimesOutOnAPeerThatDoesNotRead(t *testing.T) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("got %v, want a deadline error", err)
 	}
+}
+
+// sessionPair returns a session whose WebSocket was accepted through
+// hijacker, like a real one, and the client connected to it.
+func sessionPair(tb testing.TB) (*session, *websocket.Conn) {
+	tb.Helper()
+	accepted := make(chan *session, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &hijacker{ResponseWriter: w, timeout: 10 * time.Second}
+		ws, err := websocket.Accept(hj, r, nil)
+		if err != nil {
+			tb.Error(err)
+			return
+		}
+		accepted <- &session{s: &Server{metrics: newMetrics(func() float64 { return 0 })}, ws: ws, sock: hj.sock}
+	}))
+	tb.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	client.SetReadLimit(-1)
+	select {
+	case ss := <-accepted:
+		return ss, client
+	case <-ctx.Done():
+		tb.Fatal("the server did not accept")
+		return nil, nil
+	}
+}
+
+// Batches of frames, the server's pings, the client's pings and the
+// server's pongs all share the corked socket: every frame must arrive
+// whole and in order, and every ping must be answered.
+func TestCorkedSocketInterleavesControlFrames(t *testing.T) {
+	ss, client := sessionPair(t)
+	defer ss.ws.CloseNow()
+	defer client.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The server reads (so that it answers the client's pings and hears
+	// the pongs to its own) and pings.
+	go func() {
+		for {
+			if _, _, err := ss.ws.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	var serverPings, clientPings atomic.Int32
+	pinger := func(ws *websocket.Conn, n *atomic.Int32) {
+		for ctx.Err() == nil {
+			if err := ws.Ping(ctx); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}
+	go pinger(ss.ws, &serverPings)
+
+	const batches, perBatch = 200, 50
+	got := make(chan error, 1)
+	go func() {
+		want := 0
+		for want < batches*perBatch {
+			_, b, err := client.Read(ctx)
+			if err != nil {
+				got <- err
+				return
+			}
+			if string(b) != fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, want, strings.Repeat("x", want%700)) {
+				got <- fmt.Errorf("frame %d: got %.60q…", want, b)
+				return
+			}
+			want++
+		}
+		got <- nil
+	}()
+	go pinger(client, &clientPings)
+
+	seq := 0
+	for range batches {
+		frames := make([]frame, perBatch)
+		for i := range frames {
+			frames[i] = frame{b: fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, seq, strings.Repeat("x", seq%700))}
+			seq++
+		}
+		if err := ss.writeFrames(ctx, frames); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, n *atomic.Int32) {
+		for n.Load() < 3 {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: %d pings answered", what, n.Load())
+			}
+			runtime.Gosched()
+		}
+	}
+	waitFor("server", &serverPings)
+	waitFor("client", &clientPings)
 }
