@@ -200,9 +200,10 @@ type conn struct {
 	startWriter func()
 
 	mu sync.Mutex
-	// writing is set while a writer runs, and for good once the connection
-	// has ended (retire), so that no writer starts again.
+	// writing is set while a writer runs; retired once the connection has
+	// ended, after which no writer starts again.
 	writing     bool
+	retired     bool
 	queue       []frame
 	queueBytes  int
 	lastCur     Cursor // cursor of the last frame accepted
@@ -304,18 +305,20 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 	c.mu.Unlock()
 }
 
-// wakeLocked starts a writer unless one runs. c.mu must be held.
+// wakeLocked starts a writer unless one runs or the connection has ended.
+// c.mu must be held.
 func (c *conn) wakeLocked() {
-	if !c.writing {
+	if !c.writing && !c.retired {
 		c.writing = true
 		c.startWriter()
 	}
 }
 
-// retire ends the connection's writers for good: none starts after it.
+// retire ends the connection's writers for good: none starts after it (one
+// that runs finishes on its own).
 func (c *conn) retire() {
 	c.mu.Lock()
-	c.writing = true
+	c.retired = true
 	c.mu.Unlock()
 }
 
