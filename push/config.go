@@ -57,6 +57,12 @@ type Config struct {
 	// further behind gets a fresh snapshot instead (its ready frame carries
 	// "resync": true). Default 1,000.
 	ReplayLimit int
+	// ReplayPages caps the replay pages (up to 128 rows each) that this
+	// node's connections hold at once, read from the table and not yet
+	// written: a burst for many users is caught up that many pages at a
+	// time, so its memory does not grow with the users (a page of 200-byte
+	// rows takes ~160 KiB). Default 256.
+	ReplayPages int
 
 	// HeartbeatInterval is how often the node sends itself a NOTIFY to prove
 	// its LISTEN connection works; a listener that misses heartbeats for
@@ -91,6 +97,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MessageRate, 20)
 	setDefault(&c.MessageBurst, 60)
 	setDefault(&c.ReplayLimit, 1000)
+	setDefault(&c.ReplayPages, 256)
 	setDefault(&c.HeartbeatInterval, 2*time.Second)
 	setDefault(&c.ReconnectMin, 100*time.Millisecond)
 	setDefault(&c.ReconnectMax, 10*time.Second)
@@ -127,6 +134,7 @@ func (c *Config) Validate() error {
 	positive("MessageRate", c.MessageRate >= 0)
 	positive("MessageBurst", c.MessageBurst >= 0)
 	positive("ReplayLimit", c.ReplayLimit >= 0)
+	positive("ReplayPages", c.ReplayPages >= 0)
 	positive("HeartbeatInterval", c.HeartbeatInterval >= 0)
 	positive("StatementTimeout", c.StatementTimeout >= 0)
 	positive("RequestReadTimeout", c.RequestReadTimeout >= 0)

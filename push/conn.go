@@ -356,16 +356,22 @@ func (ss *session) catchUp(ctx context.Context, since Cursor) error {
 }
 
 func (ss *session) catchUpOnce(ctx context.Context, since Cursor) error {
-	qctx, cancel := context.WithTimeout(ctx, ss.s.cfg.StatementTimeout)
-	rows, err := ss.s.q.NotificationCatchUp(qctx, db.NotificationCatchUpParams{
+	s := ss.s
+	if err := s.takePage(ctx); err != nil {
+		return err
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	rows, err := s.q.NotificationCatchUp(qctx, db.NotificationCatchUpParams{
 		UserID: ss.userID, Since: int64(since), RowLimit: replayPage,
 	})
 	cancel()
 	if err != nil {
+		s.releasePage()
 		return fmt.Errorf("catch up: %w: %w", errDatabase, err)
 	}
-	ss.s.metrics.catchUps.Inc()
+	s.metrics.catchUps.Inc()
 	if len(rows) == 0 {
+		s.releasePage()
 		return nil // nothing to send; the cursor stays where it is
 	}
 	first := make([]db.NotificationReplayRow, len(rows))
@@ -477,7 +483,8 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 // above since, in (changed_xid, id) order, as "created" (inserted at or above
 // since) or "updated". Every frame carries since: a client cut off halfway
 // resumes from the same place. first, if not nil, is the first page, already
-// read (with at most replayPage rows).
+// read (with at most replayPage rows) under a page token of Server.pages,
+// which replay gives back; every other page takes one.
 func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64, skipSent bool, first []db.NotificationReplayRow) error {
 	s := ss.s
 	var afterXid, afterID int64
@@ -485,6 +492,9 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 		page := min(replayPage, limit-sent)
 		rows := first
 		if rows == nil {
+			if err := s.takePage(ctx); err != nil {
+				return err
+			}
 			pctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 			var err error
 			rows, err = s.q.NotificationReplay(pctx, db.NotificationReplayParams{
@@ -493,11 +503,13 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 			})
 			cancel()
 			if err != nil {
+				s.releasePage()
 				return fmt.Errorf("replay: %w: %w", errDatabase, err)
 			}
 		}
 		first = nil
 		if len(rows) == 0 {
+			s.releasePage()
 			return nil
 		}
 		frames := make([]frame, 0, len(rows))
@@ -515,7 +527,9 @@ func (ss *session) replay(ctx context.Context, since Cursor, unread, limit int64
 			}
 			frames = append(frames, frame{b: rowFrame(typ, n, unread, since), rowID: n.ID, xid: n.ChangedXid.Uint64})
 		}
-		if err := ss.writeFrames(ctx, frames); err != nil {
+		err := ss.writeFrames(ctx, frames)
+		s.releasePage()
+		if err != nil {
 			return err
 		}
 		if int64(len(rows)) < page {

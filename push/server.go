@@ -37,6 +37,10 @@ type Server struct {
 	metrics  *metrics
 	handler  http.Handler
 
+	// pages holds a token per replay page a connection holds (see
+	// Config.ReplayPages).
+	pages chan struct{}
+
 	// base is the context of every connection; cancelling it drops them all.
 	base       context.Context
 	cancelBase context.CancelFunc
@@ -67,6 +71,7 @@ func New(pool *pgxpool.Pool, verifier Verifier, cfg Config) (*Server, error) {
 		q:        db.New(pool),
 		verifier: verifier,
 		hub:      newHub(cfg.MaxConnsPerUser, cfg.MaxConns),
+		pages:    make(chan struct{}, cfg.ReplayPages),
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.metrics = newMetrics(func() float64 { return float64(s.hub.count()) })
@@ -164,6 +169,19 @@ func (s *Server) admit() bool {
 	s.sessions.Add(1)
 	return true
 }
+
+// takePage waits for room to hold one more replay page; releasePage gives
+// it back once the page is written.
+func (s *Server) takePage(ctx context.Context) error {
+	select {
+	case s.pages <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) releasePage() { <-s.pages }
 
 // markRead marks ids (or all) of userID read and returns how many changed
 // and the unread count after.
