@@ -42,7 +42,7 @@ type session struct {
 	s       *Server
 	c       *conn
 	ws      *websocket.Conn
-	sock    *socket // ws's connection; nil if the upgrade bypassed hijacker
+	sock    *socket // ws's connection (see hijacker)
 	userID  string
 	limiter *rate.Limiter
 
@@ -394,21 +394,15 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) 
 	if len(frames) == 0 {
 		return nil
 	}
-	if ss.sock != nil {
-		// The frames gather in memory; whatever reaches the network is
-		// bounded by the socket's write timeout, so ws.Write needs none.
-		ctx = context.WithoutCancel(ctx)
-		ss.sock.cork()
-		defer func() {
-			if uerr := ss.sock.uncork(); err == nil {
-				err = uerr
-			}
-		}()
-	} else {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, ss.s.cfg.WriteTimeout)
-		defer cancel()
-	}
+	// The frames gather in memory; whatever reaches the network is bounded
+	// by the socket's write timeout, so ws.Write needs none.
+	ctx = context.WithoutCancel(ctx)
+	ss.sock.cork()
+	defer func() {
+		if uerr := ss.sock.uncork(); err == nil {
+			err = uerr
+		}
+	}()
 	for _, f := range frames {
 		if err = ss.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
 			return err

@@ -90,6 +90,11 @@ func (s *socket) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	// A frame bigger than the buffer goes out directly.
+	return s.writeWithin(p)
+}
+
+// writeWithin writes p to the network, waiting at most the write timeout.
+func (s *socket) writeWithin(p []byte) (int, error) {
 	s.Conn.SetWriteDeadline(time.Now().Add(s.timeout))
 	n, err := s.Conn.Write(p)
 	s.Conn.SetWriteDeadline(time.Time{})
@@ -127,9 +132,7 @@ func (s *socket) flushLocked() error {
 	if len(*s.buf) == 0 {
 		return nil
 	}
-	s.Conn.SetWriteDeadline(time.Now().Add(s.timeout))
-	_, err := s.Conn.Write(*s.buf)
-	s.Conn.SetWriteDeadline(time.Time{})
+	_, err := s.writeWithin(*s.buf)
 	*s.buf = (*s.buf)[:0]
 	return err
 }
