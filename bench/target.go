@@ -143,7 +143,7 @@ func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slo
 	t.secret = make([]byte, 32)
 	rand.Read(t.secret)
 	t.secret = []byte(hex.EncodeToString(t.secret))
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		return err
 	}
@@ -285,15 +285,6 @@ func waitReady(ctx context.Context, base *url.URL, p *serverProcess) error {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
 
 // tailBuffer keeps the last max bytes written to it. It is safe for
 // concurrent use.

@@ -183,7 +183,7 @@ func (c *Cluster) create(ctx context.Context, opts Options) error {
 		port := opts.Port
 		if port == 0 {
 			var err error
-			if port, err = freePort(); err != nil {
+			if port, err = FreePort(); err != nil {
 				return err
 			}
 		}
@@ -196,7 +196,7 @@ func (c *Cluster) create(ctx context.Context, opts Options) error {
 		}
 		c.port = port
 		err = c.startLocked(ctx)
-		// Between freePort closing its listener and postgres binding, another
+		// Between FreePort closing its listener and postgres binding, another
 		// process (say, a parallel test binary) may take the port.
 		if opts.Port == 0 && errors.Is(err, errPortInUse) && attempt < portAttempts {
 			c.logger.Debug("postgres port taken, trying another", "port", port)
@@ -548,8 +548,8 @@ func tail(b []byte) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
