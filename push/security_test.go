@@ -72,7 +72,7 @@ func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 		return c
 	}
 	hs := func(extra map[string]any) string {
-		return sign(t, jwt.SigningMethodHS256, testSecret, claims(extra), nil)
+		return testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims(extra), nil)
 	}
 	rsaPub, err := x509.MarshalPKIXPublicKey(rsaK.Priv.Public())
 	if err != nil {
@@ -93,14 +93,14 @@ func TestTokensAreCheckedOnEveryEndpoint(t *testing.T) {
 		{"missing", ""},
 		{"not a JWT", "not-a-jwt"},
 		{"three garbage parts", "a.b.c"},
-		{"wrong secret", sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("k", 40)), claims(nil), nil)},
+		{"wrong secret", testkit.Sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("k", 40)), claims(nil), nil)},
 		{"payload swapped under a good signature", rawToken(hs256, claims(map[string]any{"sub": "mallory"}), sigHS)},
 		{"alg none", rawToken(map[string]any{"alg": "none", "typ": "JWT"}, claims(nil), "")},
 		{"alg None with a signature", rawToken(map[string]any{"alg": "None"}, claims(nil), sigHS)},
-		{"HS512 with the secret, not pinned", sign(t, jwt.SigningMethodHS512, testSecret, claims(nil), nil)},
+		{"HS512 with the secret, not pinned", testkit.Sign(t, jwt.SigningMethodHS512, testSecret, claims(nil), nil)},
 		{"ES256 from the JWKS, not pinned", ecK.Sign(t, claims(nil))},
-		{"HS256 signed with the RSA public key (PEM)", sign(t, jwt.SigningMethodHS256, rsaPEM, claims(nil), map[string]any{"kid": "rsa-1"})},
-		{"HS256 signed with the RSA public key (DER)", sign(t, jwt.SigningMethodHS256, rsaPub, claims(nil), map[string]any{"kid": "rsa-1"})},
+		{"HS256 signed with the RSA public key (PEM)", testkit.Sign(t, jwt.SigningMethodHS256, rsaPEM, claims(nil), map[string]any{"kid": "rsa-1"})},
+		{"HS256 signed with the RSA public key (DER)", testkit.Sign(t, jwt.SigningMethodHS256, rsaPub, claims(nil), map[string]any{"kid": "rsa-1"})},
 		{"RS256 signed by a key not in the JWKS", testkit.Key{Kid: "rsa-1", Method: jwt.SigningMethodRS256, Priv: strangerRSA()}.Sign(t, claims(nil))},
 		{"RS256 naming an unknown kid", testkit.Key{Kid: "nope", Method: jwt.SigningMethodRS256, Priv: rsaK.Priv}.Sign(t, claims(nil))},
 		{"expired", hs(map[string]any{"exp": now.Add(-time.Minute).Unix()})},
@@ -273,7 +273,7 @@ func newExpiryEnv(t *testing.T) *env {
 
 // tokenUntil mints a token for sub whose exp is the whole second exp.
 func tokenUntil(t *testing.T, sub string, exp int64) string {
-	return sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": sub, "exp": exp}, nil)
+	return testkit.Sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": sub, "exp": exp}, nil)
 }
 
 // closedAtExpiry waits for c to be closed with 4001 and checks that it was
@@ -341,7 +341,7 @@ func TestRefusedAuthMessageChangesNothing(t *testing.T) {
 	for _, tc := range []struct{ name, tok, msg string }{
 		{"another user's", tokenUntil(t, "bob", exp+3600), "token is for another user"},
 		{"expired", tokenUntil(t, "alice", time.Now().Add(-time.Minute).Unix()), "token expired"},
-		{"forged", sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("f", 40)), jwt.MapClaims{"sub": "alice", "exp": exp + 3600}, nil), "token signature invalid"},
+		{"forged", testkit.Sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("f", 40)), jwt.MapClaims{"sub": "alice", "exp": exp + 3600}, nil), "token signature invalid"},
 		{"alg none", rawToken(map[string]any{"alg": "none"}, map[string]any{"sub": "alice", "exp": exp + 3600}, ""), "token algorithm not allowed"},
 	} {
 		c.send(map[string]any{"type": "auth", "token": tc.tok})
@@ -887,8 +887,8 @@ func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	otherTok := token(t, other)
 	now := time.Now().Unix()
 	bad := []string{
-		sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("w", 40)), jwt.MapClaims{"sub": user, "exp": now + 3600}, nil),
-		sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": user, "exp": now - 3600}, nil),
+		testkit.Sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("w", 40)), jwt.MapClaims{"sub": user, "exp": now + 3600}, nil),
+		testkit.Sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": user, "exp": now - 3600}, nil),
 		rawToken(map[string]any{"alg": "none"}, map[string]any{"sub": user}, ""),
 		rawToken(map[string]any{"alg": "HS256", "kid": "../../etc/passwd"}, map[string]any{"sub": user}, "c2ln"),
 	}
@@ -1256,19 +1256,6 @@ func dialStatus(t *testing.T, u string, h http.Header) (int, []byte) {
 	t.Helper()
 	res := dial(t, u, h)
 	return res.StatusCode, res.Body
-}
-
-func sign(t *testing.T, method jwt.SigningMethod, key any, c jwt.MapClaims, header map[string]any) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(method, c)
-	for k, v := range header {
-		tok.Header[k] = v
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatalf("sign %s: %v", method.Alg(), err)
-	}
-	return s
 }
 
 // rawToken builds a token by hand, with any header and signature, as an

@@ -52,13 +52,24 @@ type Key struct {
 // Sign signs c with k, naming k's kid in the header unless it is empty.
 func (k Key) Sign(t testing.TB, c jwt.Claims) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(k.Method, c)
+	var header map[string]any
 	if k.Kid != "" {
-		tok.Header["kid"] = k.Kid
+		header = map[string]any{"kid": k.Kid}
 	}
-	s, err := tok.SignedString(k.Priv)
+	return Sign(t, k.Method, k.Priv, c, header)
+}
+
+// Sign signs c with key by method, with header's entries added to the
+// token's header.
+func Sign(t testing.TB, method jwt.SigningMethod, key any, c jwt.Claims, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(method, c)
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	s, err := tok.SignedString(key)
 	if err != nil {
-		t.Fatalf("sign %s: %v", k.Method.Alg(), err)
+		t.Fatalf("sign %s: %v", method.Alg(), err)
 	}
 	return s
 }

@@ -42,19 +42,6 @@ func claims(sub string, ttl time.Duration, extra map[string]any) jwt.MapClaims {
 	return c
 }
 
-func signHS(t testing.TB, method jwt.SigningMethod, key []byte, c jwt.Claims, header map[string]any) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(method, c)
-	for k, v := range header {
-		tok.Header[k] = v
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatalf("sign: %v", err)
-	}
-	return s
-}
-
 // unsigned builds a token by hand, with whatever header and signature, as an
 // attacker would.
 func unsigned(t testing.TB, header, payload map[string]any, sig string) string {

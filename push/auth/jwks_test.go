@@ -71,7 +71,7 @@ func TestJWKSAlgorithms(t *testing.T) {
 		mustReject(t, v, k.Sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed")
 	})
 	t.Run("HS256 not allowed without a secret", func(t *testing.T) {
-		mustReject(t, v, signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed")
+		mustReject(t, v, testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed")
 	})
 	t.Run("expired", func(t *testing.T) {
 		err := mustReject(t, v, edK.Sign(t, claims("alice", -time.Hour, nil)), "token expired")
@@ -129,10 +129,10 @@ func TestAlgorithmConfusion(t *testing.T) {
 	for name, secret := range secrets {
 		t.Run(name, func(t *testing.T) {
 			for _, method := range []jwt.SigningMethod{jwt.SigningMethodHS256, jwt.SigningMethodHS512} {
-				tok := signHS(t, method, secret, claims("mallory", time.Hour, nil), map[string]any{"kid": "rsa-1"})
+				tok := testkit.Sign(t, method, secret, claims("mallory", time.Hour, nil), map[string]any{"kid": "rsa-1"})
 				mustReject(t, jwksOnly, tok, "token algorithm not allowed")
 			}
-			tok := signHS(t, jwt.SigningMethodHS256, secret, claims("mallory", time.Hour, nil), map[string]any{"kid": "rsa-1"})
+			tok := testkit.Sign(t, jwt.SigningMethodHS256, secret, claims("mallory", time.Hour, nil), map[string]any{"kid": "rsa-1"})
 			mustReject(t, withSecret, tok, "token signature invalid")
 		})
 	}

@@ -34,14 +34,14 @@ func TestVerifyHS256(t *testing.T) {
 		}
 	})
 	t.Run("no exp", func(t *testing.T) {
-		tok := signHS(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "bob"}, nil)
+		tok := testkit.Sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "bob"}, nil)
 		c := mustVerify(t, v, tok)
 		if c.Subject != "bob" || !c.ExpiresAt.IsZero() || !c.ValidUntil.IsZero() {
 			t.Errorf("claims %+v, want bob with zero ExpiresAt and ValidUntil", c)
 		}
 	})
 	t.Run("kid is ignored for HS256", func(t *testing.T) {
-		tok := signHS(t, jwt.SigningMethodHS256, testSecret, claims("carol", time.Hour, nil), map[string]any{"kid": "whatever"})
+		tok := testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("carol", time.Hour, nil), map[string]any{"kid": "whatever"})
 		mustVerify(t, v, tok)
 	})
 }
@@ -49,7 +49,7 @@ func TestVerifyHS256(t *testing.T) {
 func TestVerifyRejects(t *testing.T) {
 	t.Parallel()
 	v := newVerifier(t, Config{Secret: testSecret})
-	good := signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, nil), nil)
+	good := testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, nil), nil)
 	parts := strings.Split(good, ".")
 	garbage := make([]byte, 300)
 	rand.Read(garbage)
@@ -74,9 +74,9 @@ func TestVerifyRejects(t *testing.T) {
 			base64.RawURLEncoding.EncodeToString(garbage[60:90]), "malformed token"},
 		{"header not json", base64.RawURLEncoding.EncodeToString([]byte("nope")) + "." + parts[1] + "." + parts[2], "malformed token"},
 		{"padded base64", parts[0] + "=." + parts[1] + "." + parts[2], "malformed token"},
-		{"sub not a string", signHS(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, map[string]any{"sub": 42}), nil), "malformed token"},
-		{"exp not a number", signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", 0, map[string]any{"exp": "tomorrow"}), nil), "malformed token"},
-		{"wrong secret", signHS(t, jwt.SigningMethodHS256, otherSecret, claims("alice", time.Hour, nil), nil), "token signature invalid"},
+		{"sub not a string", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, map[string]any{"sub": 42}), nil), "malformed token"},
+		{"exp not a number", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", 0, map[string]any{"exp": "tomorrow"}), nil), "malformed token"},
+		{"wrong secret", testkit.Sign(t, jwt.SigningMethodHS256, otherSecret, claims("alice", time.Hour, nil), nil), "token signature invalid"},
 		{"tampered payload", tampered, "token signature invalid"},
 		{"signature stripped", parts[0] + "." + parts[1] + ".", "token signature invalid"},
 		{"alg none", unsigned(t, map[string]any{"alg": "none", "typ": "JWT"}, alice, ""), "token algorithm not allowed"},
@@ -85,12 +85,12 @@ func TestVerifyRejects(t *testing.T) {
 		{"alg none with signature", unsigned(t, map[string]any{"alg": "none"}, alice, parts[2]), "token algorithm not allowed"},
 		{"no alg", unsigned(t, map[string]any{"typ": "JWT"}, alice, parts[2]), "token algorithm not allowed"},
 		{"alg not a string", unsigned(t, map[string]any{"alg": 256}, alice, parts[2]), "token algorithm not allowed"},
-		{"HS512 not allowed", signHS(t, jwt.SigningMethodHS512, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed"},
+		{"HS512 not allowed", testkit.Sign(t, jwt.SigningMethodHS512, testSecret, claims("alice", time.Hour, nil), nil), "token algorithm not allowed"},
 		{"RS256 without JWKS", testkit.RSAKey("k").Sign(t, claims("alice", time.Hour, nil)), "token algorithm not allowed"},
-		{"no sub", signHS(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, nil), nil), "token has no sub"},
-		{"empty sub", signHS(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, map[string]any{"sub": ""}), nil), "token has no sub"},
-		{"nbf beyond leeway", signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, map[string]any{"nbf": time.Now().Add(time.Minute).Unix()}), nil), "token not valid yet"},
-		{"iat beyond leeway", signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, map[string]any{"iat": time.Now().Add(time.Minute).Unix()}), nil), "token issued in the future"},
+		{"no sub", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, nil), nil), "token has no sub"},
+		{"empty sub", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("", time.Hour, map[string]any{"sub": ""}), nil), "token has no sub"},
+		{"nbf beyond leeway", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, map[string]any{"nbf": time.Now().Add(time.Minute).Unix()}), nil), "token not valid yet"},
+		{"iat beyond leeway", testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, map[string]any{"iat": time.Now().Add(time.Minute).Unix()}), nil), "token issued in the future"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,27 +103,27 @@ func TestVerifyExpiry(t *testing.T) {
 	t.Parallel()
 	v := newVerifier(t, Config{Secret: testSecret})
 
-	expired := signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", -time.Minute, nil), nil)
+	expired := testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", -time.Minute, nil), nil)
 	err := mustReject(t, v, expired, "token expired")
 	if !errors.Is(err, ErrExpired) {
 		t.Errorf("error %v does not match ErrExpired", err)
 	}
 
 	// Other rejections are not ErrExpired.
-	_, err = v.Verify(signHS(t, jwt.SigningMethodHS256, []byte(strings.Repeat("y", 32)), claims("alice", -time.Minute, nil), nil))
+	_, err = v.Verify(testkit.Sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("y", 32)), claims("alice", -time.Minute, nil), nil))
 	if errors.Is(err, ErrExpired) {
 		t.Errorf("a forged expired token matches ErrExpired: the signature must fail first")
 	}
 
 	// Within the default 30s leeway.
-	mustVerify(t, v, signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", -10*time.Second, nil), nil))
-	mustVerify(t, v, signHS(t, jwt.SigningMethodHS256, testSecret,
+	mustVerify(t, v, testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", -10*time.Second, nil), nil))
+	mustVerify(t, v, testkit.Sign(t, jwt.SigningMethodHS256, testSecret,
 		claims("alice", time.Hour, map[string]any{"nbf": time.Now().Add(10 * time.Second).Unix(), "iat": time.Now().Add(10 * time.Second).Unix()}), nil))
 
 	// A tighter leeway rejects the same token.
 	strict := newVerifier(t, Config{Secret: testSecret, Leeway: time.Second})
-	mustReject(t, strict, signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", -10*time.Second, nil), nil), "token expired")
-	mustReject(t, strict, signHS(t, jwt.SigningMethodHS256, testSecret,
+	mustReject(t, strict, testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", -10*time.Second, nil), nil), "token expired")
+	mustReject(t, strict, testkit.Sign(t, jwt.SigningMethodHS256, testSecret,
 		claims("alice", time.Hour, map[string]any{"nbf": time.Now().Add(10 * time.Second).Unix()}), nil), "token not valid yet")
 }
 
@@ -131,7 +131,7 @@ func TestVerifyIssuerAudience(t *testing.T) {
 	t.Parallel()
 	v := newVerifier(t, Config{Secret: testSecret, Issuer: "https://id.example.com", Audience: "pgpush"})
 	sign := func(extra map[string]any) string {
-		return signHS(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, extra), nil)
+		return testkit.Sign(t, jwt.SigningMethodHS256, testSecret, claims("alice", time.Hour, extra), nil)
 	}
 
 	mustVerify(t, v, sign(map[string]any{"iss": "https://id.example.com", "aud": "pgpush"}))
