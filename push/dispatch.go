@@ -77,7 +77,7 @@ type dispatcher struct {
 	lastUsed time.Time
 
 	// scratch holds deliver's maps, cleared and reused for every batch so
-	// that a stream of one-row batches does not allocate seven maps each.
+	// that a stream of one-row batches does not allocate six maps each.
 	scratch struct {
 		users     map[string]int64
 		absent    map[string]struct{}
