@@ -285,7 +285,6 @@ func waitReady(ctx context.Context, base *url.URL, p *serverProcess) error {
 	}
 }
 
-
 // tailBuffer keeps the last max bytes written to it. It is safe for
 // concurrent use.
 type tailBuffer struct {
