@@ -213,23 +213,32 @@ func TestCorkedSocketInterleavesControlFrames(t *testing.T) {
 	}
 	go pinger(ss.ws, &serverPings)
 
+	// The client checks the frames, then reads on (its pongs need a
+	// reader) until the connection closes; a frame past the last is an
+	// error too.
 	const batches, perBatch = 200, 50
-	got := make(chan error, 1)
+	got := make(chan error, 2)
 	go func() {
-		want := 0
-		for want < batches*perBatch {
+		for want := 0; ; want++ {
 			_, b, err := client.Read(ctx)
 			if err != nil {
-				got <- err
+				if want < batches*perBatch {
+					got <- err
+				}
+				return
+			}
+			if want == batches*perBatch {
+				got <- fmt.Errorf("an extra frame: %.60q…", b)
 				return
 			}
 			if string(b) != fmt.Sprintf(`{"seq":%d,"pad":"%s"}`, want, strings.Repeat("x", want%700)) {
 				got <- fmt.Errorf("frame %d: got %.60q…", want, b)
 				return
 			}
-			want++
+			if want == batches*perBatch-1 {
+				got <- nil
+			}
 		}
-		got <- nil
 	}()
 	go pinger(client, &clientPings)
 
@@ -257,4 +266,9 @@ func TestCorkedSocketInterleavesControlFrames(t *testing.T) {
 	}
 	waitFor("server", &serverPings)
 	waitFor("client", &clientPings)
+	select {
+	case err := <-got:
+		t.Fatal(err)
+	default:
+	}
 }
