@@ -65,7 +65,7 @@ func TestIdleConnectionHoldsOneGoroutine(t *testing.T) {
 func TestPingDropsASilentPeer(t *testing.T) {
 	e := newEnv(t, func(c *push.Config) {
 		c.PingInterval = 50 * time.Millisecond
-		c.WriteTimeout = 300 * time.Millisecond
+		c.WriteTimeout = time.Second
 	})
 
 	// This client answers pings (its reader runs) and counts them.
