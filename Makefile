@@ -3,7 +3,7 @@
 #   make test   the whole suite, as CI runs it
 # Both install PostgreSQL's server binaries (and for tests Chromium) if missing.
 
-.PHONY: dev test build generate bench deps
+.PHONY: dev test fuzz build generate bench deps
 
 dev:
 	scripts/deps.sh
@@ -11,6 +11,12 @@ dev:
 
 test:
 	scripts/test.sh
+
+# Open-ended fuzzing of both fuzz targets, FUZZTIME each (make fuzz FUZZTIME=10m).
+FUZZTIME ?= 2m
+fuzz:
+	go test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./push/auth
+	go test -run='^$$' -fuzz='^FuzzDecodeClientMessage$$' -fuzztime=$(FUZZTIME) ./push
 
 build:
 	go build -o bin/pgpush ./cmd/pgpush
