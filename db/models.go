@@ -33,3 +33,21 @@ type Notification struct {
 	// pgpush internal: the transaction that last wrote the row, set by trigger notifications_stamp; reconnecting clients are replayed rows by it.
 	ChangedXid pgtype.Uint64
 }
+
+// pgpush internal: ids of notifications rows deleted (or moved to another user), one row per user and statement, so that clients that were offline learn of them. Pruned by pgpush serve after PGPUSH_DELETIONS_RETENTION.
+type NotificationsDeleted struct {
+	// The user whose rows these were.
+	UserID string
+	// The transaction that deleted (or moved) them; resumes replay deletions at or above a cursor.
+	DeletedXid pgtype.Uint64
+	// The ids of the deleted rows.
+	Ids []int64
+	// When; pruning goes by it.
+	DeletedAt pgtype.Timestamptz
+}
+
+// pgpush internal: one row; every pruned notifications_deleted row had a deleted_xid below horizon.
+type NotificationsDeletedHorizon struct {
+	Single  bool
+	Horizon pgtype.Uint64
+}

@@ -64,62 +64,92 @@ func (q *Queries) ListenerTerminate(ctx context.Context, arg ListenerTerminatePa
 	return terminated, err
 }
 
-const notificationCatchUp = `-- name: NotificationCatchUp :many
+const notificationDeletedPrune = `-- name: NotificationDeletedPrune :one
+WITH gone AS (
+    DELETE FROM notifications_deleted
+    WHERE deleted_at < now() - make_interval(secs => $1::float8)
+    RETURNING deleted_xid::text::bigint AS xid
+), moved AS (
+    UPDATE notifications_deleted_horizon
+    SET horizon = greatest(horizon, ((SELECT max(gone.xid) FROM gone) + 1)::text::xid8)
+    WHERE EXISTS (SELECT 1 FROM gone)
+    RETURNING horizon
+)
+SELECT (SELECT count(*) FROM gone)::bigint AS pruned
+`
+
+// Forgets deletions recorded more than retention_seconds ago (by the
+// database's clock) and moves the horizon above every one it forgot (see
+// NotificationSyncState).
+func (q *Queries) NotificationDeletedPrune(ctx context.Context, retentionSeconds float64) (int64, error) {
+	row := q.db.QueryRow(ctx, notificationDeletedPrune, retentionSeconds)
+	var pruned int64
+	err := row.Scan(&pruned)
+	return pruned, err
+}
+
+const notificationDeletedSince = `-- name: NotificationDeletedSince :many
 WITH s AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
            (SELECT count(*) FROM notifications u
-            WHERE u.user_id = $2 AND u.read_at IS NULL)::bigint AS unread
+            WHERE u.user_id = $1 AND u.read_at IS NULL)::bigint AS unread,
+           (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 )
-SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid,
-       (n.created_xid >= ($1::bigint)::text::xid8) AS created,
-       s.xmin, s.unread
-FROM notifications n CROSS JOIN s
-WHERE n.user_id = $2
-  AND n.changed_xid >= ($1::bigint)::text::xid8
-ORDER BY n.changed_xid, n.id
-LIMIT $3
+SELECT s.xmin, s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
+FROM s LEFT JOIN LATERAL (
+    SELECT DISTINCT x.id
+    FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
+    WHERE t.user_id = $1
+      AND t.deleted_xid >= ($2::bigint)::text::xid8
+      AND x.id > $3::bigint
+      AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.id = x.id AND n.user_id = $1)
+    ORDER BY x.id
+    LIMIT $4
+) d ON true
+ORDER BY d.id
 `
 
-type NotificationCatchUpParams struct {
-	Since    int64
+type NotificationDeletedSinceParams struct {
 	UserID   string
+	Since    int64
+	AfterID  int64
 	RowLimit int32
 }
 
-type NotificationCatchUpRow struct {
-	Notification Notification
-	Created      bool
-	Xmin         int64
-	Unread       int64
+type NotificationDeletedSinceRow struct {
+	Xmin    int64
+	Unread  int64
+	Horizon int64
+	Found   bool
+	ID      int64
 }
 
-// The first page of a catch-up (see NotificationReplay, with no keyset),
-// each row with the user's unread count and its snapshot's xmin (see
-// NotificationSyncState), so that a catch-up of one page is one round trip.
-func (q *Queries) NotificationCatchUp(ctx context.Context, arg NotificationCatchUpParams) ([]NotificationCatchUpRow, error) {
-	rows, err := q.db.Query(ctx, notificationCatchUp, arg.Since, arg.UserID, arg.RowLimit)
+// The start of a replay: the ids of the user's rows deleted (or moved to
+// another user) by transactions at or above since that are not the user's
+// again, at most row_limit of them, after the keyset after_id; with the
+// user's unread count, the deletions' horizon (see NotificationSyncState)
+// and the snapshot's xmin, all from one snapshot. When there are none, one
+// row that found nothing.
+func (q *Queries) NotificationDeletedSince(ctx context.Context, arg NotificationDeletedSinceParams) ([]NotificationDeletedSinceRow, error) {
+	rows, err := q.db.Query(ctx, notificationDeletedSince,
+		arg.UserID,
+		arg.Since,
+		arg.AfterID,
+		arg.RowLimit,
+	)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []NotificationCatchUpRow
+	var items []NotificationDeletedSinceRow
 	for rows.Next() {
-		var i NotificationCatchUpRow
+		var i NotificationDeletedSinceRow
 		if err := rows.Scan(
-			&i.Notification.ID,
-			&i.Notification.UserID,
-			&i.Notification.Kind,
-			&i.Notification.Title,
-			&i.Notification.Body,
-			&i.Notification.Url,
-			&i.Notification.Data,
-			&i.Notification.CreatedAt,
-			&i.Notification.ReadAt,
-			&i.Notification.CreatedXid,
-			&i.Notification.ChangedXid,
-			&i.Created,
 			&i.Xmin,
 			&i.Unread,
+			&i.Horizon,
+			&i.Found,
+			&i.ID,
 		); err != nil {
 			return nil, err
 		}
@@ -285,13 +315,19 @@ func (q *Queries) NotificationMarkRead(ctx context.Context, arg NotificationMark
 }
 
 const notificationReplay = `-- name: NotificationReplay :many
-SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid,
-       (created_xid >= ($1::bigint)::text::xid8) AS created
-FROM notifications
-WHERE user_id = $2
-  AND (changed_xid, id) > (($3::bigint)::text::xid8, $4::bigint)
-  AND changed_xid >= ($1::bigint)::text::xid8
-ORDER BY changed_xid, id
+WITH c AS MATERIALIZED (
+    SELECT count(*)::bigint AS unread
+    FROM notifications u
+    WHERE u.user_id = $2 AND u.read_at IS NULL
+)
+SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid,
+       (n.created_xid >= ($1::bigint)::text::xid8) AS created,
+       c.unread
+FROM notifications n CROSS JOIN c
+WHERE n.user_id = $2
+  AND (n.changed_xid, n.id) > (($3::bigint)::text::xid8, $4::bigint)
+  AND n.changed_xid >= ($1::bigint)::text::xid8
+ORDER BY n.changed_xid, n.id
 LIMIT $5
 `
 
@@ -306,11 +342,14 @@ type NotificationReplayParams struct {
 type NotificationReplayRow struct {
 	Notification Notification
 	Created      bool
+	Unread       int64
 }
 
 // A page of one user's rows written by transactions at or above since, in
-// (changed_xid, id) order after the keyset (after_xid, after_id). created is
-// true when the row was inserted at or after since, i.e. the client never saw it.
+// (changed_xid, id) order after the keyset (after_xid, after_id), each with
+// the user's unread count read in the same snapshot (a frame's count must
+// match the row it carries; see push/delivered.go). created is true when the
+// row was inserted at or after since, i.e. the client never saw it.
 func (q *Queries) NotificationReplay(ctx context.Context, arg NotificationReplayParams) ([]NotificationReplayRow, error) {
 	rows, err := q.db.Query(ctx, notificationReplay,
 		arg.Since,
@@ -339,6 +378,7 @@ func (q *Queries) NotificationReplay(ctx context.Context, arg NotificationReplay
 			&i.Notification.CreatedXid,
 			&i.Notification.ChangedXid,
 			&i.Created,
+			&i.Unread,
 		); err != nil {
 			return nil, err
 		}
@@ -351,10 +391,15 @@ func (q *Queries) NotificationReplay(ctx context.Context, arg NotificationReplay
 }
 
 const notificationReplayCount = `-- name: NotificationReplayCount :one
-SELECT count(*)::bigint AS rows
-FROM (SELECT 1 FROM notifications
-      WHERE user_id = $1 AND changed_xid >= ($2::bigint)::text::xid8
-      LIMIT $3) r
+SELECT ((SELECT count(*)
+        FROM (SELECT 1 FROM notifications n
+              WHERE n.user_id = $1 AND n.changed_xid >= ($2::bigint)::text::xid8
+              LIMIT $3) r)
+     + (SELECT count(*)
+        FROM (SELECT 1
+              FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
+              WHERE t.user_id = $1 AND t.deleted_xid >= ($2::bigint)::text::xid8
+              LIMIT $3) d))::bigint AS frames
 `
 
 type NotificationReplayCountParams struct {
@@ -363,25 +408,84 @@ type NotificationReplayCountParams struct {
 	RowLimit int32
 }
 
-// How many rows a resume from since would replay, counting at most row_limit.
+// How many frames a resume from since would replay (changed rows and
+// deletions), counting at most row_limit of each.
 func (q *Queries) NotificationReplayCount(ctx context.Context, arg NotificationReplayCountParams) (int64, error) {
 	row := q.db.QueryRow(ctx, notificationReplayCount, arg.UserID, arg.Since, arg.RowLimit)
-	var rows int64
-	err := row.Scan(&rows)
-	return rows, err
+	var frames int64
+	err := row.Scan(&frames)
+	return frames, err
+}
+
+const notificationSnapshot = `-- name: NotificationSnapshot :many
+WITH c AS MATERIALIZED (
+    SELECT count(*)::bigint AS unread
+    FROM notifications u
+    WHERE u.user_id = $1 AND u.read_at IS NULL
+)
+SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, c.unread
+FROM notifications n CROSS JOIN c
+WHERE n.user_id = $1
+ORDER BY n.id DESC
+LIMIT $2
+`
+
+type NotificationSnapshotParams struct {
+	UserID   string
+	RowLimit int32
+}
+
+type NotificationSnapshotRow struct {
+	Notification Notification
+	Unread       int64
+}
+
+// The newest rows of a user for a fresh connection's ready frame, each with
+// the user's unread count, read in one snapshot with them (a user without
+// rows has no unread ones).
+func (q *Queries) NotificationSnapshot(ctx context.Context, arg NotificationSnapshotParams) ([]NotificationSnapshotRow, error) {
+	rows, err := q.db.Query(ctx, notificationSnapshot, arg.UserID, arg.RowLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []NotificationSnapshotRow
+	for rows.Next() {
+		var i NotificationSnapshotRow
+		if err := rows.Scan(
+			&i.Notification.ID,
+			&i.Notification.UserID,
+			&i.Notification.Kind,
+			&i.Notification.Title,
+			&i.Notification.Body,
+			&i.Notification.Url,
+			&i.Notification.Data,
+			&i.Notification.CreatedAt,
+			&i.Notification.ReadAt,
+			&i.Notification.CreatedXid,
+			&i.Notification.ChangedXid,
+			&i.Unread,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const notificationSyncState = `-- name: NotificationSyncState :one
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
-       (SELECT count(*) FROM notifications
-        WHERE user_id = $1 AND read_at IS NULL)::bigint AS unread
+       (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 `
 
 type NotificationSyncStateRow struct {
-	Xmin   int64
-	Xmax   int64
-	Unread int64
+	Xmin    int64
+	Xmax    int64
+	Horizon int64
 }
 
 // The state a new connection starts from. xmin is a watermark: every
@@ -389,10 +493,12 @@ type NotificationSyncStateRow struct {
 // visible to this and every later query. xmax is the next transaction id to be
 // assigned; a cursor above it comes from another database (or a restored
 // backup) and cannot be trusted.
-func (q *Queries) NotificationSyncState(ctx context.Context, userID string) (NotificationSyncStateRow, error) {
-	row := q.db.QueryRow(ctx, notificationSyncState, userID)
+// horizon: a cursor below it may have missed deletions that were pruned
+// since, so it cannot be replayed exactly.
+func (q *Queries) NotificationSyncState(ctx context.Context) (NotificationSyncStateRow, error) {
+	row := q.db.QueryRow(ctx, notificationSyncState)
 	var i NotificationSyncStateRow
-	err := row.Scan(&i.Xmin, &i.Xmax, &i.Unread)
+	err := row.Scan(&i.Xmin, &i.Xmax, &i.Horizon)
 	return i, err
 }
 

@@ -54,7 +54,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 				}
 			}
 			n := benchNotification()
-			f := frame{b: rowFrame("created", &n, 1, 1), cur: 1, rowID: 42, created: true}
+			f := frame{b: rowFrame("created", &n, 1, 1), cur: 1, rowID: 42}
 			var p pending
 			b.ReportAllocs()
 			i := 0

@@ -31,8 +31,11 @@ type Config struct {
 	MaxConns int
 
 	// QueueMessages and QueueBytes bound a connection's queue of frames not
-	// yet written. A connection past either is closed with 1013 and resumes
-	// with its cursor. Defaults 1,024 messages and 8 MiB.
+	// yet written. A connection past either falls behind: it takes no more
+	// frames until its writer has written the queue, then catches up from
+	// the table (rows and deletions) at its client's pace. A client that
+	// stops reading is closed with 1013 when a write times out (see
+	// WriteTimeout). Defaults 1,024 messages and 8 MiB.
 	QueueMessages int
 	QueueBytes    int
 
@@ -53,10 +56,16 @@ type Config struct {
 	MessageRate  float64
 	MessageBurst int
 
-	// ReplayLimit caps the rows replayed to one reconnecting client. A client
-	// further behind gets a fresh snapshot instead (its ready frame carries
-	// "resync": true). Default 1,000.
+	// ReplayLimit caps the changes (rows and deletions) replayed to one
+	// reconnecting client. A client further behind gets a fresh snapshot
+	// instead (its ready frame carries "resync": true). Default 1,000.
 	ReplayLimit int
+	// DeletionsRetention is how long deletions stay recorded in
+	// notifications_deleted for clients that were offline. A client that
+	// resumes with an older cursor gets a fresh snapshot. The server prunes
+	// the table every PruneInterval. Defaults 7 days and 5 minutes.
+	DeletionsRetention time.Duration
+	PruneInterval      time.Duration
 	// ReplayPages caps the replay pages (up to 128 rows each) that this
 	// node's connections hold at once, read from the table and not yet
 	// written: a burst for many users is caught up that many pages at a
@@ -83,6 +92,12 @@ type Config struct {
 
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
+
+	// batchItems overrides maxBatchItems in tests (0: the default), to cut
+	// a transaction's hints into batches of its choosing; dispatchQueue the
+	// dispatcher's queue of 1,024 notifications, to make the listener drop.
+	batchItems    int
+	dispatchQueue int
 }
 
 func (c *Config) setDefaults() {
@@ -98,6 +113,8 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MessageBurst, 60)
 	setDefault(&c.ReplayLimit, 1000)
 	setDefault(&c.ReplayPages, 256)
+	setDefault(&c.DeletionsRetention, 7*24*time.Hour)
+	setDefault(&c.PruneInterval, 5*time.Minute)
 	setDefault(&c.HeartbeatInterval, 2*time.Second)
 	setDefault(&c.ReconnectMin, 100*time.Millisecond)
 	setDefault(&c.ReconnectMax, 10*time.Second)
@@ -135,6 +152,8 @@ func (c *Config) Validate() error {
 	positive("MessageBurst", c.MessageBurst >= 0)
 	positive("ReplayLimit", c.ReplayLimit >= 0)
 	positive("ReplayPages", c.ReplayPages >= 0)
+	positive("DeletionsRetention", c.DeletionsRetention >= 0)
+	positive("PruneInterval", c.PruneInterval >= 0)
 	positive("HeartbeatInterval", c.HeartbeatInterval >= 0)
 	positive("StatementTimeout", c.StatementTimeout >= 0)
 	positive("RequestReadTimeout", c.RequestReadTimeout >= 0)

@@ -135,12 +135,20 @@ func (d *dispatcher) dropConn() {
 func newDispatcher(s *Server) *dispatcher {
 	// The queue holds parsed hints of up to ~7 kB of payload each; past it
 	// the listener drops and the dispatcher catches up from the table.
-	return &dispatcher{s: s, in: make(chan item, 1024)}
+	size := 1024
+	if s.cfg.dispatchQueue > 0 {
+		size = s.cfg.dispatchQueue
+	}
+	return &dispatcher{s: s, in: make(chan item, size)}
 }
 
 func (d *dispatcher) run(ctx context.Context) {
 	defer d.dropConn()
-	batch := make([]item, 0, maxBatchItems)
+	limit := maxBatchItems
+	if d.s.cfg.batchItems > 0 {
+		limit = d.s.cfg.batchItems
+	}
+	batch := make([]item, 0, limit)
 	for {
 		select {
 		case <-ctx.Done():
@@ -149,7 +157,7 @@ func (d *dispatcher) run(ctx context.Context) {
 			batch = append(batch[:0], it)
 		}
 	drain:
-		for len(batch) < maxBatchItems {
+		for len(batch) < limit {
 			select {
 			case it := <-d.in:
 				batch = append(batch, it)
@@ -434,10 +442,10 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fet
 		if !ok {
 			continue
 		}
-		var b []byte
+		var f frame
 		switch it.h.Op {
 		case "d":
-			b = deletedFrame(r.ID, unread, d.w)
+			f = deletedRowFrame(r.ID, unread, d.w, it.at)
 		case "c", "u":
 			n := fetched[r.ID]
 			if n == nil || n.UserID != r.UserID {
@@ -447,13 +455,10 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fet
 			if it.h.Op == "u" {
 				typ = "updated"
 			}
-			b = rowFrame(typ, n, unread, d.w)
+			f = frame{b: rowFrame(typ, n, unread, d.w), at: it.at, cur: d.w, rowID: r.ID, xid: n.ChangedXid.Uint64}
+			f.setUnread(unread)
 		default:
 			continue
-		}
-		f := frame{b: b, at: it.at, cur: d.w, deleted: it.h.Op == "d"}
-		if n := fetched[r.ID]; n != nil && it.h.Op != "d" {
-			f.rowID, f.xid, f.created = r.ID, n.ChangedXid.Uint64, it.h.Op == "c"
 		}
 		d.s.hub.deliver(r.UserID, f)
 	}

@@ -162,14 +162,31 @@ type frame struct {
 	at time.Time
 	// cur is the cursor the frame carries (zero for frames without one).
 	cur Cursor
-	// rowID and xid are the row and the changed_xid it had, for "created"
-	// and "updated" frames (zero for others).
+	// rowID is the row of a "created", "updated" or "deleted" frame (zero
+	// for others), and xid the changed_xid of the row it carries.
 	rowID   int64
 	xid     uint64
-	created bool
-	// deleted marks a "deleted" frame, which is kept even while the
-	// connection is behind: a replay from the table cannot show a deletion.
 	deleted bool
+	// unread is the count the frame carries, if hasUnread.
+	unread    int64
+	hasUnread bool
+}
+
+func (f *frame) setUnread(n int64) { f.unread, f.hasUnread = n, true }
+
+// version is what delivered remembers of the row a frame carries.
+func (f *frame) version() uint64 {
+	if f.deleted {
+		return rowDeleted
+	}
+	return f.xid
+}
+
+// deletedRowFrame is the "deleted" frame of row id.
+func deletedRowFrame(id, unread int64, cur Cursor, at time.Time) frame {
+	f := frame{b: deletedFrame(id, unread, cur), at: at, cur: cur, rowID: id, deleted: true}
+	f.setUnread(unread)
+	return f
 }
 
 // conn is the hub's side of one WebSocket: a bounded queue of frames drained
@@ -229,14 +246,6 @@ func (c *conn) enqueue(f frame) bool {
 	}
 	full := len(c.queue) >= c.maxFrames || (len(c.queue) > 0 && c.queueBytes+len(f.b) > c.maxBytes)
 	switch {
-	case f.deleted && len(c.queue) < 4*c.maxFrames:
-		// Deletions are small and cannot be replayed; keep them.
-	case full && f.deleted:
-		c.closeCode = websocket.StatusTryAgainLater
-		c.closeReason = "too far behind; reconnect with your cursor"
-		c.wakeLocked()
-		c.mu.Unlock()
-		return false
 	case c.behind:
 		c.mu.Unlock()
 		return false

@@ -31,11 +31,14 @@ const (
 //
 // The LISTEN loop is pgxlisten's. The connection has to prove itself: a
 // watchdog sends a heartbeat NOTIFY through the pool after every quiet
-// interval and, when no notification at all has reached the LISTEN
-// connection for three intervals, cancels the loop, which reconnects. So a
+// interval and, when a heartbeat it sent has not reached the LISTEN
+// connection within two intervals, cancels the loop, which reconnects. So a
 // dead server, a dropped network path or a proxy that silently stopped
 // forwarding is found within seconds even when nothing else is sent, and the
-// proof covers the whole path (a NOTIFY committed elsewhere arrives here).
+// proof covers the whole path (a NOTIFY committed elsewhere arrives here). A
+// heartbeat that could not be sent (the pool busy with catch-ups, the
+// database slow) proves nothing either way, so it does not count: only
+// silence for staleLimit, heartbeats or not, is taken as a dead connection.
 // The heartbeat also reaches every node of the deployment and advances its
 // watermark while no rows are written.
 //
@@ -51,6 +54,9 @@ type listener struct {
 	// (unix nanoseconds); setupStart when the current attempt began.
 	lastHeard  atomic.Int64
 	setupStart atomic.Int64
+	// lastBeat is when the watchdog last committed a heartbeat (watchdog
+	// only).
+	lastBeat time.Time
 	// firstConnect is closed once the first LISTEN is active.
 	firstConnect chan struct{}
 
@@ -64,7 +70,7 @@ type listener struct {
 }
 
 // errStale ends a session whose connection stopped delivering.
-var errStale = errors.New("no notification, not even a heartbeat, arrived for three heartbeat intervals")
+var errStale = errors.New("the LISTEN connection went silent: a heartbeat sent through the pool did not come back")
 
 // run keeps a LISTEN session up until ctx ends. pgxlisten reconnects after a
 // connection error (connect applies the backoff); the watchdog restarts it
@@ -116,21 +122,45 @@ func (l *listener) watch(ctx context.Context, cancel context.CancelFunc, stale c
 			}
 			continue
 		}
-		quiet := now.Sub(time.Unix(0, l.lastHeard.Load()))
-		if quiet > 3*interval {
+		heard := time.Unix(0, l.lastHeard.Load())
+		if isStale(now, heard, l.lastBeat, interval) {
 			close(stale)
 			cancel()
 			return
 		}
-		if quiet >= interval {
+		if now.Sub(heard) >= interval {
 			hctx, hcancel := context.WithTimeout(ctx, max(interval, time.Second))
 			err := l.s.q.NotificationHeartbeat(hctx, db.NotificationHeartbeatParams{Channel: l.channel, Node: l.node})
 			hcancel()
-			if err != nil && ctx.Err() == nil {
+			switch {
+			case err == nil:
+				if l.lastBeat.Before(heard) {
+					// The first heartbeat since the connection last
+					// spoke: its arrival is awaited from now.
+					l.lastBeat = time.Now()
+				}
+			case ctx.Err() == nil:
 				l.s.log.Debug("heartbeat failed", "err", err)
 			}
 		}
 	}
+}
+
+// isStale reports whether a LISTEN connection that last delivered something
+// at heard is dead at now: a heartbeat committed at beat (after heard) has
+// not arrived within two intervals, or nothing at all has for staleLimit.
+func isStale(now, heard, beat time.Time, interval time.Duration) bool {
+	if beat.After(heard) && now.Sub(beat) > 2*interval {
+		return true
+	}
+	return now.Sub(heard) > staleLimit(interval)
+}
+
+// staleLimit is how long a LISTEN connection may stay silent while no
+// heartbeat could be sent: long enough for a busy pool to free a
+// connection, short enough that a silently dead path is replaced anyway.
+func staleLimit(interval time.Duration) time.Duration {
+	return max(15*interval, 10*time.Second)
 }
 
 // connect is pgxlisten's Connect: after a failed session it first waits out
@@ -263,6 +293,7 @@ func (l *listener) handle(n *pgconn.Notification) {
 	default:
 		l.s.metrics.dropped.Inc()
 		l.dropping = true
+		l.s.log.Warn("the dispatcher is behind: dropping notifications until it has room; every connection then catches up from the table")
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	reconnects  prometheus.Counter
 	catchUps    prometheus.Counter
 	dropped     prometheus.Counter
+	skipped     prometheus.Counter
 	badHints    prometheus.Counter
 	slowClosed  prometheus.Counter
 	resyncs     prometheus.Counter
@@ -31,7 +32,7 @@ func newMetrics(connections func() float64) *metrics {
 			Name: "pgpush_connections", Help: "Open WebSocket connections.",
 		}, connections),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgpush_events_delivered_total", Help: "Live created/updated/deleted frames written to clients.",
+			Name: "pgpush_events_delivered_total", Help: "created/updated/deleted frames written to clients, live or by a replay.",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgpush_delivery_latency_seconds",
@@ -53,13 +54,16 @@ func newMetrics(connections func() float64) *metrics {
 			Name: "pgpush_catchups_total", Help: "Reads of missed rows from the table after a reconnect or overflow.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgpush_notifications_dropped_total", Help: "Notifications dropped because the dispatcher was behind (recovered by a catch-up).",
+			Name: "pgpush_notifications_dropped_total", Help: "Notifications the listener dropped because the dispatcher's queue was full; every connection then catches up from the table, deletions included.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_frames_skipped_total", Help: "Frames not written because the client held that version of the row and that unread count already (a replay overlapping live frames).",
 		}),
 		badHints: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_notifications_malformed_total", Help: "Notifications on the channel whose payload was not a pgpush hint.",
 		}),
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgpush_slow_consumer_closes_total", Help: "Connections closed with 1013 because their queue was full.",
+			Name: "pgpush_slow_consumer_closes_total", Help: "Connections closed with 1013 because a write to them timed out (the client stopped reading).",
 		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_resume_resyncs_total", Help: "Resumes too far behind to replay, answered with a fresh snapshot.",
@@ -69,7 +73,7 @@ func newMetrics(connections func() float64) *metrics {
 		}, []string{"reason"}),
 	}
 	m.registry.MustRegister(m.connections, m.delivered, m.latency, m.fetch, m.listenerUp,
-		m.reconnects, m.catchUps, m.dropped, m.badHints, m.slowClosed, m.resyncs, m.rejected,
+		m.reconnects, m.catchUps, m.dropped, m.skipped, m.badHints, m.slowClosed, m.resyncs, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -49,7 +49,7 @@ type Server struct {
 	started  bool
 	closed   bool
 	stopBg   context.CancelFunc
-	bg       sync.WaitGroup // listener and dispatcher
+	bg       sync.WaitGroup // listener, dispatcher and pruner
 	sessions sync.WaitGroup // WebSocket handlers
 	draining bool
 }
@@ -99,6 +99,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stopBg = stop
 	s.bg.Go(func() { s.disp.run(bg) })
 	s.bg.Go(func() { s.lis.run(bg) })
+	s.bg.Go(func() { s.prune(bg) })
 	s.started = true
 	// Wait (bounded by ctx) for the first LISTEN, so that the node is
 	// ready when Start returns; if the database is slow, Start returns

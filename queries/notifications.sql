@@ -24,10 +24,26 @@ GROUP BY user_id;
 -- visible to this and every later query. xmax is the next transaction id to be
 -- assigned; a cursor above it comes from another database (or a restored
 -- backup) and cannot be trusted.
+-- horizon: a cursor below it may have missed deletions that were pruned
+-- since, so it cannot be replayed exactly.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
-       (SELECT count(*) FROM notifications
-        WHERE user_id = @user_id AND read_at IS NULL)::bigint AS unread;
+       (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon;
+
+-- name: NotificationSnapshot :many
+-- The newest rows of a user for a fresh connection's ready frame, each with
+-- the user's unread count, read in one snapshot with them (a user without
+-- rows has no unread ones).
+WITH c AS MATERIALIZED (
+    SELECT count(*)::bigint AS unread
+    FROM notifications u
+    WHERE u.user_id = @user_id AND u.read_at IS NULL
+)
+SELECT sqlc.embed(n), c.unread
+FROM notifications n CROSS JOIN c
+WHERE n.user_id = @user_id
+ORDER BY n.id DESC
+LIMIT @row_limit;
 
 -- name: NotificationWatermark :one
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
@@ -51,34 +67,66 @@ ORDER BY n.id;
 
 -- name: NotificationReplay :many
 -- A page of one user's rows written by transactions at or above since, in
--- (changed_xid, id) order after the keyset (after_xid, after_id). created is
--- true when the row was inserted at or after since, i.e. the client never saw it.
-SELECT sqlc.embed(notifications),
-       (created_xid >= (@since::bigint)::text::xid8) AS created
-FROM notifications
-WHERE user_id = @user_id
-  AND (changed_xid, id) > ((@after_xid::bigint)::text::xid8, @after_id::bigint)
-  AND changed_xid >= (@since::bigint)::text::xid8
-ORDER BY changed_xid, id
-LIMIT @row_limit;
-
--- name: NotificationCatchUp :many
--- The first page of a catch-up (see NotificationReplay, with no keyset),
--- each row with the user's unread count and its snapshot's xmin (see
--- NotificationSyncState), so that a catch-up of one page is one round trip.
-WITH s AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-           (SELECT count(*) FROM notifications u
-            WHERE u.user_id = @user_id AND u.read_at IS NULL)::bigint AS unread
+-- (changed_xid, id) order after the keyset (after_xid, after_id), each with
+-- the user's unread count read in the same snapshot (a frame's count must
+-- match the row it carries; see push/delivered.go). created is true when the
+-- row was inserted at or after since, i.e. the client never saw it.
+WITH c AS MATERIALIZED (
+    SELECT count(*)::bigint AS unread
+    FROM notifications u
+    WHERE u.user_id = @user_id AND u.read_at IS NULL
 )
 SELECT sqlc.embed(n),
        (n.created_xid >= (@since::bigint)::text::xid8) AS created,
-       s.xmin, s.unread
-FROM notifications n CROSS JOIN s
+       c.unread
+FROM notifications n CROSS JOIN c
 WHERE n.user_id = @user_id
+  AND (n.changed_xid, n.id) > ((@after_xid::bigint)::text::xid8, @after_id::bigint)
   AND n.changed_xid >= (@since::bigint)::text::xid8
 ORDER BY n.changed_xid, n.id
 LIMIT @row_limit;
+
+-- name: NotificationDeletedSince :many
+-- The start of a replay: the ids of the user's rows deleted (or moved to
+-- another user) by transactions at or above since that are not the user's
+-- again, at most row_limit of them, after the keyset after_id; with the
+-- user's unread count, the deletions' horizon (see NotificationSyncState)
+-- and the snapshot's xmin, all from one snapshot. When there are none, one
+-- row that found nothing.
+WITH s AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+           (SELECT count(*) FROM notifications u
+            WHERE u.user_id = @user_id AND u.read_at IS NULL)::bigint AS unread,
+           (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
+)
+SELECT s.xmin, s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
+FROM s LEFT JOIN LATERAL (
+    SELECT DISTINCT x.id
+    FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
+    WHERE t.user_id = @user_id
+      AND t.deleted_xid >= (@since::bigint)::text::xid8
+      AND x.id > @after_id::bigint
+      AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.id = x.id AND n.user_id = @user_id)
+    ORDER BY x.id
+    LIMIT @row_limit
+) d ON true
+ORDER BY d.id;
+
+-- name: NotificationDeletedPrune :one
+-- Forgets deletions recorded more than retention_seconds ago (by the
+-- database's clock) and moves the horizon above every one it forgot (see
+-- NotificationSyncState).
+WITH gone AS (
+    DELETE FROM notifications_deleted
+    WHERE deleted_at < now() - make_interval(secs => @retention_seconds::float8)
+    RETURNING deleted_xid::text::bigint AS xid
+), moved AS (
+    UPDATE notifications_deleted_horizon
+    SET horizon = greatest(horizon, ((SELECT max(gone.xid) FROM gone) + 1)::text::xid8)
+    WHERE EXISTS (SELECT 1 FROM gone)
+    RETURNING horizon
+)
+SELECT (SELECT count(*) FROM gone)::bigint AS pruned;
 
 -- name: NotificationMarkRead :one
 -- Marks the user's listed rows read. The unread count is computed from the
@@ -117,11 +165,17 @@ SELECT pg_notify(@channel::text,
     || ',"node":' || to_json(@node::text)::text || '}');
 
 -- name: NotificationReplayCount :one
--- How many rows a resume from since would replay, counting at most row_limit.
-SELECT count(*)::bigint AS rows
-FROM (SELECT 1 FROM notifications
-      WHERE user_id = @user_id AND changed_xid >= (@since::bigint)::text::xid8
-      LIMIT @row_limit) r;
+-- How many frames a resume from since would replay (changed rows and
+-- deletions), counting at most row_limit of each.
+SELECT ((SELECT count(*)
+        FROM (SELECT 1 FROM notifications n
+              WHERE n.user_id = @user_id AND n.changed_xid >= (@since::bigint)::text::xid8
+              LIMIT @row_limit) r)
+     + (SELECT count(*)
+        FROM (SELECT 1
+              FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
+              WHERE t.user_id = @user_id AND t.deleted_xid >= (@since::bigint)::text::xid8
+              LIMIT @row_limit) d))::bigint AS frames;
 
 -- name: CurrentSchema :one
 SELECT current_schema()::text AS schema;

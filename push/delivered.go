@@ -1,0 +1,101 @@
+package push
+
+// delivered is what one connection's writer has written: for each row, the
+// version (changed_xid) of the last frame it wrote for it, or that its last
+// frame was a deletion; and the unread count of the last frame that carried
+// one. It is the single rule by which frames are skipped: a snapshot, a
+// replay from the table and the live stream all pass their frames through
+// redundant, and a frame is dropped only when writing it would change
+// nothing the client holds. It is owned by the connection's writer and not
+// safe for concurrent use.
+//
+// Why the last frame per row, not the set of every (id, changed_xid) ever
+// written: frames do not reach a connection in the order their rows were
+// read. A catch-up may write row 7 as of transaction B, and then a live
+// frame read before B committed may write it as of transaction A; the live
+// frame of B that follows must not be skipped, though (7, B) was written
+// once. And why the unread count too: every frame carries the count read in
+// the same snapshot as its row, so a frame that repeats a row's version may
+// still bring a newer count, which the client must get.
+//
+// The map is bounded. Past tracked rows it forgets the rows last written at
+// a transaction below the watermark of the live frames it wrote (a replay
+// starts at or above that watermark, so it cannot repeat them), and if that
+// is not enough it forgets everything: a forgotten row's next frame is
+// written again, a duplicate, never a loss.
+type delivered struct {
+	rows map[int64]uint64 // id → changed_xid of its last frame, or rowDeleted
+	// unread is the count of the last frame that carried one; hasUnread
+	// is false until then.
+	unread    int64
+	hasUnread bool
+	// floor is the cursor of the last live frame written.
+	floor Cursor
+	max   int
+}
+
+// rowDeleted marks a row whose last frame was "deleted"; no changed_xid
+// takes this value (xid8 values are far below 2^63).
+const rowDeleted = ^uint64(0)
+
+// trackedRows bounds how many rows one connection remembers.
+const trackedRows = 4096
+
+func newDelivered(max int) *delivered {
+	return &delivered{max: max}
+}
+
+// redundant reports whether writing f would change nothing the client
+// holds: f is a row or deletion frame for a row whose last frame written
+// was the same version (or also a deletion), with the same unread count.
+// Frames of other kinds are never redundant.
+func (d *delivered) redundant(f *frame) bool {
+	if f.rowID == 0 || !d.hasUnread || f.unread != d.unread {
+		return false
+	}
+	v, ok := d.rows[f.rowID]
+	return ok && v == f.version()
+}
+
+// wrote records that f was written.
+func (d *delivered) wrote(f *frame) {
+	if f.hasUnread {
+		d.unread, d.hasUnread = f.unread, true
+	}
+	if !f.at.IsZero() && f.cur > d.floor {
+		d.floor = f.cur
+	}
+	if f.rowID == 0 {
+		return
+	}
+	if d.rows == nil {
+		d.rows = make(map[int64]uint64)
+	}
+	if _, ok := d.rows[f.rowID]; !ok && len(d.rows) >= d.max {
+		d.forget()
+	}
+	d.rows[f.rowID] = f.version()
+}
+
+// wroteRow records a row that a ready frame listed, in version xid.
+func (d *delivered) wroteRow(id int64, xid uint64) {
+	d.wrote(&frame{rowID: id, xid: xid})
+}
+
+// wroteUnread records the unread count of a frame without rows (ready).
+func (d *delivered) wroteUnread(unread int64) {
+	d.unread, d.hasUnread = unread, true
+}
+
+// forget makes room: first the rows last written below the floor, then, if
+// that freed less than a quarter, every row.
+func (d *delivered) forget() {
+	for id, v := range d.rows {
+		if v != rowDeleted && v < uint64(d.floor) {
+			delete(d.rows, id)
+		}
+	}
+	if len(d.rows) > d.max*3/4 {
+		clear(d.rows)
+	}
+}

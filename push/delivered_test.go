@@ -1,0 +1,177 @@
+package push
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// testTime marks a frame as live (see frame.at).
+var testTime = time.Unix(1, 0)
+
+// step is a frame a test offers the writer, and whether it must be written.
+type step struct {
+	name  string
+	f     frame
+	write bool
+}
+
+func rowF(id int64, xid uint64, unread int64) frame {
+	f := frame{b: []byte("row"), rowID: id, xid: xid}
+	f.setUnread(unread)
+	return f
+}
+
+func liveF(id int64, xid uint64, unread int64, cur Cursor) frame {
+	f := rowF(id, xid, unread)
+	f.cur = cur
+	f.at = testTime
+	return f
+}
+
+func delF(id int64, unread int64) frame {
+	return deletedRowFrame(id, unread, 1, testTime)
+}
+
+// offer passes steps through d the way writeFrames does and checks each
+// verdict.
+func offer(t *testing.T, d *delivered, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		f := s.f
+		written := !d.redundant(&f)
+		if written {
+			d.wrote(&f)
+		}
+		if written != s.write {
+			t.Errorf("step %d (%s): written = %v, want %v", i, s.name, written, s.write)
+		}
+	}
+}
+
+func TestDeliveredMultiStatementTransaction(t *testing.T) {
+	// One transaction (xid 100) updates rows 10 and 70 in one statement and
+	// rows 11..69 in a second one, which reaches the connection as a bulk
+	// hint: the live frames of 10 and 70 come first, then a catch-up
+	// replays all 61 rows of xid 100. Rows between 10 and 70 must not be
+	// taken as sent (the bug of the old live id range).
+	d := newDelivered(trackedRows)
+	steps := []step{
+		{"live 10", liveF(10, 100, 61, 100), true},
+		{"live 70", liveF(70, 100, 61, 100), true},
+	}
+	for id := int64(10); id <= 70; id++ {
+		steps = append(steps, step{fmt.Sprintf("replay %d", id), rowF(id, 100, 61), id != 10 && id != 70})
+	}
+	offer(t, d, steps)
+}
+
+func TestDeliveredBulkHintSplitAcrossBatches(t *testing.T) {
+	// A bulk statement's catch-up is interrupted (a database failure) and
+	// starts over; a second catch-up of the same rows writes nothing new,
+	// and a live frame of one of them with a newer version is written.
+	d := newDelivered(trackedRows)
+	var steps []step
+	for id := int64(1); id <= 40; id++ {
+		steps = append(steps, step{fmt.Sprintf("first %d", id), rowF(id, 7, 40), true})
+	}
+	for id := int64(1); id <= 40; id++ {
+		steps = append(steps, step{fmt.Sprintf("again %d", id), rowF(id, 7, 40), false})
+	}
+	steps = append(steps, step{"newer 5", liveF(5, 9, 39, 9), true})
+	offer(t, d, steps)
+}
+
+func TestDeliveredSnapshotEcho(t *testing.T) {
+	// A row committed between registration and the snapshot is in the
+	// ready frame and comes again live.
+	d := newDelivered(trackedRows)
+	d.wroteRow(3, 50)
+	d.wroteRow(2, 40)
+	d.wroteUnread(2)
+	offer(t, d, []step{
+		{"echo of 3", liveF(3, 50, 2, 50), false},
+		// Row 2 in the version the snapshot had, but read after row 4
+		// was inserted: the frame brings the client a newer count.
+		{"echo of 2 with a newer count", liveF(2, 40, 3, 60), true},
+		{"row 4, new", liveF(4, 60, 3, 60), true},
+		{"echo of 3 again", liveF(3, 50, 3, 60), false},
+	})
+}
+
+func TestDeliveredReplayOverlappingLiveFrames(t *testing.T) {
+	// A catch-up reads row 7 as of transaction B (xid 20); a live frame
+	// read before B committed then writes it as of A (xid 30, which
+	// committed first); B's own live frame must follow, though (7, 20) was
+	// written once.
+	d := newDelivered(trackedRows)
+	offer(t, d, []step{
+		{"replay 7@B", rowF(7, 20, 1), true},
+		{"replay 8@B", rowF(8, 20, 1), true},
+		{"live 7@A (read earlier)", liveF(7, 30, 2, 25), true},
+		{"live 7@B", liveF(7, 20, 1, 31), true},
+		{"live 8@B", liveF(8, 20, 1, 31), false},
+	})
+}
+
+func TestDeliveredDeletions(t *testing.T) {
+	d := newDelivered(trackedRows)
+	offer(t, d, []step{
+		{"row 5", rowF(5, 10, 1), true},
+		{"live deleted 5", delF(5, 0), true},
+		{"replayed deleted 5", delF(5, 0), false},
+		{"deleted 5, another count", delF(5, 1), true},
+		// Moved back to this user: a row frame after a deletion.
+		{"row 5 again", rowF(5, 12, 1), true},
+		{"deleted 6, never held", delF(6, 1), true},
+	})
+}
+
+func TestDeliveredOtherFramesAreNeverRedundant(t *testing.T) {
+	d := newDelivered(trackedRows)
+	pong := frame{b: []byte(`{"type":"pong"}`)}
+	offer(t, d, []step{{"pong", pong, true}, {"pong again", pong, true}})
+	// A frame before any count is known is written.
+	f := frame{b: []byte("row"), rowID: 1, xid: 1}
+	if d.redundant(&f) {
+		t.Fatal("a row frame without a known count was redundant")
+	}
+}
+
+func TestDeliveredWhenFullErrsTowardsDuplicates(t *testing.T) {
+	d := newDelivered(8)
+	// Rows 1..4 at xid 10, then live frames of xid 25 at cursor 20 for
+	// rows 5..8: the floor is 20, then 21, so rows 1..4 can go first.
+	var steps []step
+	for id := int64(1); id <= 4; id++ {
+		steps = append(steps, step{fmt.Sprintf("row %d", id), rowF(id, 10, 0), true})
+	}
+	for id := int64(5); id <= 8; id++ {
+		steps = append(steps, step{fmt.Sprintf("live %d", id), liveF(id, 25, 0, 20), true})
+	}
+	steps = append(steps,
+		step{"row 9 makes room", liveF(9, 21, 0, 21), true},
+		step{"row 1, forgotten: written again", rowF(1, 10, 0), true},
+		step{"row 6, still known", liveF(6, 25, 0, 21), false},
+	)
+	offer(t, d, steps)
+	if len(d.rows) > 8 {
+		t.Fatalf("%d rows tracked, at most 8", len(d.rows))
+	}
+
+	// When nothing is below the floor, everything goes.
+	d = newDelivered(4)
+	for id := int64(1); id <= 4; id++ {
+		f := liveF(id, 30, 0, 30)
+		d.wrote(&f)
+	}
+	f := liveF(5, 30, 0, 30)
+	d.wrote(&f)
+	if len(d.rows) != 1 {
+		t.Fatalf("%d rows tracked after a full reset, want 1", len(d.rows))
+	}
+	again := liveF(2, 30, 0, 30)
+	if d.redundant(&again) {
+		t.Fatal("a forgotten row's frame was skipped")
+	}
+}

@@ -1,0 +1,344 @@
+package push_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgpush/pgpush/push"
+)
+
+// view is what a client holds, built only from the frames it received:
+// rows by id and the unread count of the last frame that carried one.
+type view struct {
+	rows   map[int64]notification
+	unread int64
+}
+
+func newView() *view { return &view{rows: make(map[int64]notification)} }
+
+// apply applies one frame the way a client must (SPEC §4).
+func (v *view) apply(m msg) {
+	switch m.Type {
+	case "ready":
+		if m.Notifications != nil || m.Resync {
+			clear(v.rows)
+			for _, n := range m.Notifications {
+				v.rows[n.ID] = n
+			}
+		}
+	case "created", "updated":
+		v.rows[m.Notification.ID] = *m.Notification
+	case "deleted":
+		delete(v.rows, m.ID)
+	}
+	if m.Unread != nil {
+		v.unread = *m.Unread
+	}
+}
+
+// tableView reads what user's view must be: every row of the user and the
+// unread count.
+func (e *env) tableView(user string) *view {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.pool.Query(ctx, `SELECT id, user_id, kind, title, body, url, data::text,
+			to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+			to_char(read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+		FROM notifications WHERE user_id = $1`, user)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	v := newView()
+	for rows.Next() {
+		var n notification
+		var data string
+		if err := rows.Scan(&n.ID, &n.UserID, &n.Kind, &n.Title, &n.Body, &n.URL, &data, &n.CreatedAt, &n.ReadAt); err != nil {
+			e.t.Fatal(err)
+		}
+		n.Data = []byte(data)
+		v.rows[n.ID] = n
+		if n.ReadAt == nil {
+			v.unread++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+// matches reports whether v equals want (diff says how it does not).
+func (v *view) matches(want *view) bool {
+	if v.unread != want.unread || len(v.rows) != len(want.rows) {
+		return false
+	}
+	for id, w := range want.rows {
+		if got, ok := v.rows[id]; !ok || !sameRow(got, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// diff describes how v differs from want (empty: not at all). Timestamps are
+// compared as instants, JSON data as text without spaces.
+func (v *view) diff(want *view) string {
+	var out []string
+	if v.unread != want.unread {
+		out = append(out, fmt.Sprintf("unread %d, table %d", v.unread, want.unread))
+	}
+	ids := slices.Sorted(maps.Keys(want.rows))
+	for _, id := range ids {
+		got, ok := v.rows[id]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("row %d missing", id))
+		case !sameRow(got, want.rows[id]):
+			out = append(out, fmt.Sprintf("row %d: holds %s, table %s", id, rowString(got), rowString(want.rows[id])))
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.rows)) {
+		if _, ok := want.rows[id]; !ok {
+			out = append(out, fmt.Sprintf("row %d held but not in the table", id))
+		}
+	}
+	if len(out) > 8 {
+		out = append(out[:8], fmt.Sprintf("… %d more", len(out)-8))
+	}
+	return strings.Join(out, "; ")
+}
+
+func sameRow(a, b notification) bool {
+	return a.ID == b.ID && a.UserID == b.UserID && a.Kind == b.Kind && a.Title == b.Title &&
+		a.Body == b.Body && ptrEq(a.URL, b.URL) && sameInstant(&a.CreatedAt, &b.CreatedAt) &&
+		sameInstant(a.ReadAt, b.ReadAt) && compactJSON(a.Data) == compactJSON(b.Data)
+}
+
+func ptrEq(a, b *string) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+func sameInstant(a, b *string) bool {
+	if (a == nil) != (b == nil) {
+		return false
+	}
+	if a == nil {
+		return true
+	}
+	ta, err1 := time.Parse(time.RFC3339Nano, *a)
+	tb, err2 := time.Parse(time.RFC3339Nano, *b)
+	return err1 == nil && err2 == nil && ta.Equal(tb)
+}
+
+func compactJSON(b []byte) string { return strings.ReplaceAll(string(b), " ", "") }
+
+func rowString(n notification) string {
+	read := "unread"
+	if n.ReadAt != nil {
+		read = "read " + *n.ReadAt
+	}
+	return fmt.Sprintf("{%s %q %s}", n.UserID, n.Title, read)
+}
+
+// converge applies c's frames to v until v equals user's table view, and
+// fails with the difference if it does not within timeout.
+func (e *env) converge(c *client, v *view, user string, timeout time.Duration) {
+	e.t.Helper()
+	want := e.tableView(user)
+	deadline := time.After(timeout)
+	for !v.matches(want) {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				e.t.Fatalf("connection closed before the view matched the table (%s): %v", v.diff(want), c.closeErr())
+			}
+			if m.Cursor != "" {
+				c.last = m.Cursor
+			}
+			v.apply(m)
+		case <-deadline:
+			e.t.Fatalf("the client's view does not match the table after %v: %s", timeout, v.diff(want))
+		}
+	}
+}
+
+// Regression test: one transaction updates two rows of a user in one
+// statement and the rows between them in a second one (a bulk hint). The
+// dispatcher takes one notification per batch, so the two hints reach the
+// connection separately, the second as a catch-up from the table: every row
+// must arrive. (The writer once took every id between the live frames'
+// lowest and highest of one transaction as sent, and lost the 58 rows.)
+func TestMultiStatementTransactionReachesTheOpenSocket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *push.Config) { push.SetBatchItems(c, 1) })
+	c, ready := e.dial("alice", "")
+	v := newView()
+	v.apply(ready)
+
+	// Other users' single-row inserts run meanwhile.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := e.pool.Exec(ctx, `INSERT INTO notifications (user_id, title) VALUES ($1, 'noise')`,
+				fmt.Sprintf("other-%d", i%50)); err != nil && ctx.Err() == nil {
+				t.Errorf("noise insert: %v", err)
+				return
+			}
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	for round := range 8 {
+		var lo, hi int64
+		err := e.pool.QueryRow(ctx, `WITH r AS (
+				INSERT INTO notifications (user_id, title) SELECT 'alice', 'row ' || g FROM generate_series(1, 60) g
+				RETURNING id)
+			SELECT min(id), max(id) FROM r`).Scan(&lo, &hi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.converge(c, v, "alice", 60*time.Second)
+
+		tx, err := e.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE notifications SET title = 'edge' WHERE id IN ($1, $2)`, lo, hi); err != nil {
+			t.Fatal(err)
+		}
+		tag, err := tx.Exec(ctx, `UPDATE notifications SET read_at = now()
+			WHERE user_id = 'alice' AND id > $1 AND id < $2`, lo, hi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tag.RowsAffected() != 58 {
+			t.Fatalf("round %d: the second statement updated %d rows, want 58", round, tag.RowsAffected())
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.converge(c, v, "alice", 60*time.Second)
+	}
+}
+
+// A client that was offline while rows were inserted, updated, moved to
+// another user and deleted (one by one and in bulk) resumes with its cursor
+// and ends up holding exactly the table: deletions included.
+func TestOfflineDeletionsAreReplayed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, ready := e.dial("alice", "")
+	v := newView()
+	v.apply(ready)
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'alice', 'old ' || g FROM generate_series(1, 10) g`)
+	e.converge(c, v, "alice", 30*time.Second)
+	cursor := c.last
+	c.ws.CloseNow()
+	<-c.done
+
+	var first int64
+	if err := e.pool.QueryRow(context.Background(), `SELECT min(id) FROM notifications WHERE user_id = 'alice'`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`DELETE FROM notifications WHERE id = $1`, first)                                                       // one row
+	e.exec(`UPDATE notifications SET user_id = 'bob' WHERE id = $1`, first+1)                                      // moved away
+	e.exec(`UPDATE notifications SET read_at = now() WHERE id = $1`, first+2)                                      // updated
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'alice', 'new ' || g FROM generate_series(1, 40) g`) // bulk
+	e.exec(`DELETE FROM notifications WHERE user_id = 'alice' AND title LIKE 'new %' AND id % 4 <> 0`)             // bulk deletion
+	e.exec(`DELETE FROM notifications WHERE id = $1`, first+3)
+
+	r := e.dialRaw(e.wsURL(token(t, "alice"), cursor), nil)
+	var frames []msg
+	for {
+		m := r.next("")
+		frames = append(frames, m)
+		if m.Type == "ready" {
+			break
+		}
+	}
+	if frames[len(frames)-1].Resync {
+		t.Fatal("the resume got a fresh snapshot; this test is about replaying")
+	}
+	deleted := 0
+	for _, m := range frames {
+		v.apply(m)
+		if m.Type == "deleted" {
+			deleted++
+		}
+	}
+	if d := v.diff(e.tableView("alice")); d != "" {
+		t.Fatalf("after the resume's replay the client differs from the table: %s", d)
+	}
+	// 3 rows deleted or moved away from the old ones, 30 of the new ones
+	// (ids not divisible by 4 of 40 consecutive ids).
+	if deleted != 33 {
+		t.Fatalf("%d deleted frames, want 33", deleted)
+	}
+}
+
+// A DBA deletes every row of many connected users in one statement: each
+// client ends up with an empty list and a zero count.
+func TestABigDeleteReachesEveryConnectedClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	const users, rows = 40, 1000
+	cs := make([]*client, users)
+	vs := make([]*view, users)
+	for i := range cs {
+		var ready msg
+		cs[i], ready = e.dial(fmt.Sprintf("u%d", i), "")
+		vs[i] = newView()
+		vs[i].apply(ready)
+	}
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'u' || (g % $1), 'n' || g FROM generate_series(1, $2) g`, users, users*rows)
+	for i := range cs {
+		e.converge(cs[i], vs[i], fmt.Sprintf("u%d", i), 60*time.Second)
+	}
+	e.exec(`DELETE FROM notifications WHERE user_id LIKE 'u%'`)
+	for i := range cs {
+		e.converge(cs[i], vs[i], fmt.Sprintf("u%d", i), 60*time.Second)
+		if len(vs[i].rows) != 0 {
+			t.Fatalf("u%d holds %d rows", i, len(vs[i].rows))
+		}
+	}
+}
+
+// The listener must drop notifications when the dispatcher's queue is full
+// (here it holds one): the deletions among them reach the client through
+// the catch-up that follows.
+func TestDeletionsWhoseHintsWereDroppedAreCaughtUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *push.Config) { push.SetDispatchQueue(c, 1) })
+	c, ready := e.dial("alice", "")
+	v := newView()
+	v.apply(ready)
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'alice', 'n' || g FROM generate_series(1, 300) g`)
+	e.converge(c, v, "alice", 60*time.Second)
+
+	// 300 single-row deletions, each its own notification, committed at
+	// once: far more than the queue holds.
+	ctx := context.Background()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.rows)) {
+		if _, err := tx.Exec(ctx, `DELETE FROM notifications WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.converge(c, v, "alice", 60*time.Second)
+	if e.metric("pgpush_notifications_dropped_total") == 0 {
+		t.Fatal("no notification was dropped; the test proves nothing")
+	}
+}
