@@ -84,16 +84,9 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	defer p.Close()
 	sources := p.ListSources()
 	target := sources[len(sources)-1].Version
-	// goose's version table is not part of the schema sqlc knows, so this is
-	// one of the few SQL statements written in Go.
-	var current int64
-	var exists bool
-	err = pool.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists)
-	if err == nil && exists {
-		err = pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version`).Scan(&current)
-	}
+	current, err := readVersion(ctx, func(ctx context.Context, q string) rowScanner { return pool.QueryRow(ctx, q) })
 	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
+		return err
 	}
 	if current < target {
 		return fmt.Errorf("%w: at version %d, this pgpush needs %d (run `pgpush migrate up`, or `pgpush serve --migrate`)", ErrNotMigrated, current, target)
