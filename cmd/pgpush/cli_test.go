@@ -35,13 +35,24 @@ func TestServeRefusesAnUnmigratedDatabaseAndMigrateFixesIt(t *testing.T) {
 		t.Fatalf("migrate down: %v %s", err, out)
 	}
 	for {
-		out, _, err := pgpush(t, env, "migrate", "down")
+		out, stderr, err := pgpush(t, env, "migrate", "down")
 		if err != nil {
-			break // nothing left to roll back
+			// The last one drops the table with its rows: only with --yes.
+			if !strings.Contains(stderr, "00001_notifications.sql drops the table notifications with its 0 rows") ||
+				!strings.Contains(stderr, "--yes") {
+				t.Fatalf("migrate down refused without saying why: %s", stderr)
+			}
+			break
 		}
 		if !strings.Contains(out, "rolled back") {
 			t.Fatalf("migrate down: %s", out)
 		}
+	}
+	if out, stderr, err := pgpush(t, env, "migrate", "down", "--yes"); err != nil || !strings.Contains(out, "rolled back migrations/00001") && !strings.Contains(out, "rolled back 00001") {
+		t.Fatalf("migrate down --yes: %v %s %s", err, out, stderr)
+	}
+	if _, stderr, err := pgpush(t, env, "migrate", "down"); err == nil || !strings.Contains(stderr, "nothing to roll back") || strings.Contains(stderr, "no next version") {
+		t.Fatalf("migrate down at version 0: %v %q", err, stderr)
 	}
 	out, _, err := pgpush(t, env, "migrate", "status")
 	if err != nil || !strings.Contains(out, "pending") || strings.Contains(out, "applied ") {

@@ -2,22 +2,78 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/pgpush/pgpush/migrations"
 )
 
+const migrateUsage = `Usage: pgpush migrate up|down|status [flags]
+
+  up      apply every pending migration; stops, changing nothing, if the
+          schema already holds a notifications table that is not pgpush's
+  down    roll back the latest migration; the one that drops the
+          notifications table with its rows needs --yes
+  status  list the migrations, applied or pending
+
+DATABASE_URL (or --database-url) names the database; search_path in it
+places the tables in another schema, e.g. postgres://…/app?search_path=pgpush
+
+Flags:
+`
+
+// runMigrate parses every argument, and answers -h, before it needs a
+// database, so `pgpush migrate -h` works anywhere.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("usage: pgpush migrate up|down|status")
-	}
-	verb := args[0]
 	var s settings
-	e := &envFlags{fs: newFlagSet("migrate "+verb, stderr)}
+	var yes bool
+	e := &envFlags{fs: newFlagSet("migrate", stderr)}
 	s.bindDatabase(e)
-	if err := e.parse(args[1:]); err != nil {
+	e.fs.BoolVar(&yes, "yes", false, "down: confirm dropping the notifications table and its rows")
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, migrateUsage)
+		e.fs.SetOutput(w)
+		e.fs.PrintDefaults()
+		e.fs.SetOutput(stderr)
+	}
+	e.fs.Usage = func() { usage(stderr) }
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			usage(stdout)
+			return nil
+		}
+	}
+	if len(args) > 0 && args[0] == "help" {
+		usage(stdout)
+		return nil
+	}
+	// Flags may come before and after the command: up --database-url … or
+	// --database-url … up.
+	var verb string
+	var rest []string
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") && (i == 0 || !flagTakesValue(e, args[i-1])) {
+			verb, rest = a, append(slices.Clone(args[:i]), args[i+1:]...)
+			break
+		}
+	}
+	switch verb {
+	case "up", "down", "status":
+	case "":
+		usage(stderr)
+		return errors.New("migrate: say up, down or status")
+	default:
+		usage(stderr)
+		return fmt.Errorf("unknown migrate command %q: use up, down or status", verb)
+	}
+	if err := e.parse(rest); err != nil {
 		return err
+	}
+	if yes && verb != "down" {
+		return fmt.Errorf("--yes is for migrate down only")
 	}
 	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
 	if err != nil {
@@ -46,11 +102,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintln(stdout, "schema is up to date")
 		}
 	case "down":
-		r, err := p.Down(ctx)
-		if err != nil {
-			return fmt.Errorf("migrate down: %w", err)
-		}
-		fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
+		return migrateDown(ctx, p, yes, stdout)
 	case "status":
 		st, err := p.Status(ctx)
 		if err != nil {
@@ -63,8 +115,51 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			fmt.Fprintf(stdout, "%-5d %-32s %s\n", m.Source.Version, m.Source.Path, applied)
 		}
-	default:
-		return fmt.Errorf("unknown migrate command %q: use up, down or status", verb)
 	}
 	return nil
+}
+
+// migrateDown rolls back one migration; one whose Down drops tables needs
+// yes, because the rows go with them.
+func migrateDown(ctx context.Context, p *migrations.Provider, yes bool, stdout io.Writer) error {
+	next, err := p.NextRollback(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate down: %w", err)
+	}
+	var lost []string
+	for _, t := range next.Drops {
+		switch {
+		case t.Rows < 0:
+			continue
+		case t.More:
+			lost = append(lost, fmt.Sprintf("table %s with more than a million rows", t.Name))
+		default:
+			lost = append(lost, fmt.Sprintf("table %s with its %d rows", t.Name, t.Rows))
+		}
+	}
+	if len(lost) > 0 && !yes {
+		return fmt.Errorf("migrate down: rolling back %s drops the %s (and its triggers and functions); nothing was changed: run `pgpush migrate down --yes` to drop it",
+			next.Path, strings.Join(lost, ", the "))
+	}
+	r, err := p.Down(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate down: %w", err)
+	}
+	fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
+	return nil
+}
+
+// flagTakesValue reports whether arg is a flag of e that consumes the next
+// argument as its value (--database-url URL, not --yes or --x=y).
+func flagTakesValue(e *envFlags, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if !strings.HasPrefix(arg, "-") || strings.Contains(name, "=") {
+		return false
+	}
+	f := e.fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
 }
