@@ -170,7 +170,11 @@ function el(tag, attrs = {}, ...children) {
 }
 
 /** The `<pgpush-bell>` element. See the module comment and client.d.ts. */
-export class PgpushBellElement extends HTMLElement {
+// Outside a browser (a server render importing this module) there is no
+// HTMLElement to extend and nothing to define: importing must not throw.
+const Base = globalThis.HTMLElement ?? class {};
+
+export class PgpushBellElement extends Base {
   static observedAttributes = ['server', 'token'];
 
   constructor() {
@@ -455,4 +459,4 @@ export class PgpushBellElement extends HTMLElement {
   }
 }
 
-if (!customElements.get('pgpush-bell')) customElements.define('pgpush-bell', PgpushBellElement);
+if (globalThis.customElements && !customElements.get('pgpush-bell')) customElements.define('pgpush-bell', PgpushBellElement);

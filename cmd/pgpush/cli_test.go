@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgpush/pgpush/db/dbtest"
 	"github.com/pgpush/pgpush/push/auth"
+	"github.com/pgpush/pgpush/web"
 )
 
 // pgpush runs the built binary with env and args and returns its output and
@@ -111,7 +112,7 @@ func TestTokenAndVersion(t *testing.T) {
 	}
 
 	out, _, err = pgpush(t, nil, "version")
-	if err != nil || !strings.HasPrefix(out, "pgpush ") || !strings.Contains(out, "go1.") || !strings.Contains(out, "commit ") {
+	if err != nil || !strings.HasPrefix(out, "pgpush "+web.Version+"\n") || !strings.Contains(out, "go1.") || !strings.Contains(out, "commit ") {
 		t.Fatalf("version: %v %q", err, out)
 	}
 	if _, stderr, err := pgpush(t, nil, "frobnicate"); err == nil || !strings.Contains(stderr, "unknown command") {

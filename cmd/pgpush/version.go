@@ -5,11 +5,14 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/pgpush/pgpush/web"
 )
 
-// version and commit are set at build time with
-// -ldflags "-X main.version=… -X main.commit=…"; otherwise they come from the
-// build info Go records.
+// version and commit may be set at build time with
+// -ldflags "-X main.version=… -X main.commit=…". Otherwise the version is
+// web/package.json's, which the npm package @pgpush/client shares, and the
+// commit comes from the build info Go records.
 var (
 	version = ""
 	commit  = ""
@@ -18,9 +21,6 @@ var (
 func runVersion(w io.Writer) error {
 	v, c := version, commit
 	if info, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = info.Main.Version
-		}
 		for _, s := range info.Settings {
 			if s.Key == "vcs.revision" && c == "" {
 				c = s.Value
@@ -28,7 +28,7 @@ func runVersion(w io.Writer) error {
 		}
 	}
 	if v == "" {
-		v = "(devel)"
+		v = web.Version
 	}
 	if c == "" {
 		c = "unknown"
