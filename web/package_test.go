@@ -2,8 +2,6 @@ package web_test
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"slices"
 	"testing"
@@ -75,20 +73,12 @@ func TestPackageIsTheServedSource(t *testing.T) {
 		if !slices.Contains(p.Files, file) {
 			t.Errorf("the server serves %s, which the package does not ship", file)
 		}
-		res, err := http.Get(s.url(path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		served, err := io.ReadAll(res.Body)
-		res.Body.Close()
-		if err != nil || res.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: %d %v", path, res.StatusCode, err)
-		}
+		served := fetch(t, s.url(path))
 		src, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(served) != string(src) {
+		if served != string(src) {
 			t.Errorf("GET %s differs from web/%s", path, file)
 		}
 	}
