@@ -25,10 +25,11 @@ var demoUsers = []string{"alice", "bob"}
 // endpoints (a token for any demo user, and an insert form). None of that
 // exists in serve.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var addr, logLevel string
+	var addr, logLevel, origins string
 	fs := newFlagSet("dev", stderr)
 	fs.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address of the demo (PGPUSH_ADDR is not read: the demo stays on loopback unless told)")
 	fs.StringVar(&logLevel, "log-level", "warn", "server log level")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of other pages allowed to connect, e.g. 127.0.0.1:3000 for examples/react (default: the demo's origin only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -96,6 +97,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "  Insert from SQL:  psql '%s' -c \"INSERT INTO notifications (user_id, title, body) VALUES ('alice', 'Hello from psql', 'Any writer causes a push');\"\n", dbURL)
 	fmt.Fprintf(stdout, "  Signing secret:   PGPUSH_JWT_SECRET=%s (for pgpush token)\n\n  Ctrl-C stops the server and deletes the cluster.\n", secretText)
 
-	cfg := push.Config{Logger: logger}
+	cfg := push.Config{Logger: logger, AllowedOrigins: splitList(origins)}
 	return serve(ctx, ln, pool, verifier, cfg, 2*time.Second, web.DevRoutes(db.New(pool), mint, logger), logger)
 }
