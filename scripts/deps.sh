@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgpush's demo and tests need on a Debian/Ubuntu machine with
-# Go: PostgreSQL's server binaries and (with --browser) Chromium. Each is
+# Go: PostgreSQL's server binaries and (with --browser) Chromium, Node.js and
+# npm (the React example's test packs, installs and bundles with them). Each is
 # installed only when missing.
 set -euo pipefail
 
@@ -19,7 +20,13 @@ have_chromium() {
 
 pkgs=()
 have_postgres || pkgs+=(postgresql)
-if [ "$browser" = 1 ] && ! have_chromium; then pkgs+=(chromium); fi
+if [ "$browser" = 1 ]; then
+  have_chromium || pkgs+=(chromium)
+  # Only what is missing: a Node.js from elsewhere (NodeSource, nvm) brings
+  # its own npm, and Debian's npm package would pull Debian's nodejs.
+  command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 sudo=""

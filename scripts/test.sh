@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full test suite: what CI runs (.ci/run) and what `make test` runs.
-# It installs PostgreSQL's server binaries and Chromium when missing, then runs
+# It installs PostgreSQL's server binaries, Chromium, Node.js and npm when missing, then runs
 # formatting, vet, staticcheck (pinned in tools/go.mod), the go.mod and sqlc
 # drift checks, the race-enabled tests (browser tests included) and short
 # fuzz runs.

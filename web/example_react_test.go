@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +154,10 @@ func nodeTools(t *testing.T) (node, npm string) {
 	node, err1 := exec.LookPath("node")
 	npm, err2 := exec.LookPath("npm")
 	if err1 == nil && err2 == nil {
+		out, err := exec.Command(node, "-p", "process.versions.node.split('.')[0]").Output()
+		if major, _ := strconv.Atoi(strings.TrimSpace(string(out))); err != nil || major < 18 {
+			t.Fatalf("node %s (%v) is too old: the example needs Node.js 18 or later", out, err)
+		}
 		return node, npm
 	}
 	if os.Getenv("PGPUSH_REQUIRE_BROWSER") == "1" {
