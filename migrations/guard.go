@@ -52,7 +52,7 @@ func (p *Provider) guard(ctx context.Context) error {
 		       EXISTS (SELECT 1 FROM pg_attribute a
 		               WHERE a.attrelid = c.oid AND a.attname = 'changed_xid'
 		                 AND a.atttypid = 'xid8'::regtype AND NOT a.attisdropped),
-		       to_regclass(format('%I.goose_db_version', s.name)) IS NOT NULL
+		       to_regclass(quote_ident(s.name) || '.goose_db_version') IS NOT NULL
 		FROM (SELECT current_schema() AS name) s
 		LEFT JOIN pg_namespace n ON n.nspname = s.name
 		LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'notifications'`,
@@ -61,7 +61,7 @@ func (p *Provider) guard(ctx context.Context) error {
 		return fmt.Errorf("inspect schema: %w", err)
 	}
 	if !schema.Valid {
-		return fmt.Errorf("%w: create the schema that search_path in DATABASE_URL names first (e.g. CREATE SCHEMA pgpush;); nothing was changed", ErrNoSchema)
+		return &guardError{ErrNoSchema, "no schema in search_path exists: create the one DATABASE_URL's search_path names first (e.g. CREATE SCHEMA pgpush;); nothing was changed"}
 	}
 	if versioned {
 		q := fmt.Sprintf(`SELECT coalesce(max(version_id), 0) FROM %s.goose_db_version WHERE is_applied`, quoteIdent(schema.String))
@@ -69,24 +69,43 @@ func (p *Provider) guard(ctx context.Context) error {
 			return fmt.Errorf("read schema version: %w", err)
 		}
 	}
-	s := quoteIdent(schema.String)
+	s := displayIdent(schema.String)
 	switch {
 	case kind.Valid && !ours:
 		what := "table"
 		if kind.String != "r" && kind.String != "p" {
 			what = "relation (not a table)"
 		}
-		return fmt.Errorf("%w: schema %s already has a %s %s.notifications that pgpush did not create (it has no changed_xid column); nothing was changed. "+
-			"Either give pgpush a schema of its own (CREATE SCHEMA pgpush; then add search_path=pgpush to DATABASE_URL, e.g. postgres://…/app?search_path=pgpush), "+
-			"or rename your table first (ALTER TABLE %s.notifications RENAME TO notifications_old;) and move its rows into pgpush's afterwards; "+
-			"see docs/coming-from-socketio.md", ErrForeignTable, s, what, s, s)
+		return &guardError{ErrForeignTable, fmt.Sprintf("schema %s already has a %s notifications that pgpush did not create (it lacks pgpush's changed_xid column); nothing was changed. "+
+			"Either give pgpush a schema of its own: CREATE SCHEMA pgpush; and add search_path=pgpush to DATABASE_URL (postgres://…/app?search_path=pgpush). "+
+			"Or rename your table: ALTER TABLE %s.notifications RENAME TO notifications_old; then migrate, and move its rows (docs/coming-from-socketio.md)", s, what, s)}
 	case !kind.Valid && maxVersion > 0:
-		return fmt.Errorf("%w: %s.goose_db_version records migrations up to version %d, but there is no pgpush notifications table in schema %s: "+
-			"that version table is another application's, or the table was dropped by hand; nothing was changed. "+
-			"Give pgpush a schema of its own (CREATE SCHEMA pgpush; then add search_path=pgpush to DATABASE_URL)", ErrForeignTable, s, maxVersion, s)
+		return &guardError{ErrForeignTable, fmt.Sprintf("%s.goose_db_version records migrations up to version %d, but schema %s has no pgpush notifications table: "+
+			"that version table is another application's (or the table was dropped by hand); nothing was changed. "+
+			"Give pgpush a schema of its own: CREATE SCHEMA pgpush; and add search_path=pgpush to DATABASE_URL", s, maxVersion, s)}
 	}
 	return nil
 }
+
+// guardError is a refusal of Up: its message says what to do, and it
+// matches its sentinel with errors.Is.
+type guardError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *guardError) Error() string        { return e.msg }
+func (e *guardError) Is(target error) bool { return target == e.sentinel }
+
+// displayIdent is name as SQL would need it written: quoted only when needed.
+func displayIdent(name string) string {
+	if plainIdent.MatchString(name) {
+		return name
+	}
+	return quoteIdent(name)
+}
+
+var plainIdent = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
 
 // Version is the database's schema version: the highest applied migration,
 // or 0 when none is (or goose's version table does not exist). Unlike goose's

@@ -2,7 +2,8 @@ package main
 
 import (
 	"context"
-	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -74,7 +75,7 @@ func TestMigrateUpStopsAtAForeignTable(t *testing.T) {
 	}
 	before := snapshot()
 
-	env := []string{"DATABASE_URL=" + withSearchPath(t, dbURL, "app")}
+	env := []string{"DATABASE_URL=" + dbtest.WithSearchPath(t, dbURL, "app")}
 	out, stderr, err := pgpush(t, env, "migrate", "up")
 	if err == nil {
 		t.Fatalf("migrate up over a foreign table succeeded: %s", out)
@@ -83,22 +84,31 @@ func TestMigrateUpStopsAtAForeignTable(t *testing.T) {
 	if strings.Contains(msg, "\n") {
 		t.Errorf("more than one line: %q", msg)
 	}
-	for _, want := range []string{`"app".notifications that pgpush did not create`, "nothing was changed",
-		"CREATE SCHEMA pgpush", "search_path=pgpush", "RENAME TO notifications_old", "docs/coming-from-socketio.md"} {
+	for _, want := range []string{"schema app already has a table notifications that pgpush did not create", "nothing was changed",
+		"CREATE SCHEMA pgpush", "search_path=pgpush", "ALTER TABLE app.notifications RENAME TO notifications_old", "docs/coming-from-socketio.md"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the message does not say %q: %s", want, msg)
 		}
 	}
+	// The guide quotes the message, for schema public.
+	guide, err := os.ReadFile(filepath.Join("..", "..", "docs", "coming-from-socketio.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inPublic := strings.NewReplacer("schema app ", "schema public ", "TABLE app.", "TABLE public.").Replace(msg)
+	if !strings.Contains(string(guide), inPublic) {
+		t.Errorf("docs/coming-from-socketio.md does not quote the message as it is now:\n%s", inPublic)
+	}
 	if after := snapshot(); after != before {
 		t.Fatalf("migrate up changed the schema:\nbefore %s\nafter  %s", before, after)
 	}
-	if out, _, err := pgpush(t, []string{"DATABASE_URL=" + withSearchPath(t, dbURL, "nowhere")}, "migrate", "up"); err == nil {
-		t.Fatalf("migrate up into a schema that does not exist succeeded: %s", out)
+	if _, stderr, err := pgpush(t, []string{"DATABASE_URL=" + dbtest.WithSearchPath(t, dbURL, "nowhere")}, "migrate", "up"); err == nil || !strings.Contains(stderr, "no schema in search_path exists") {
+		t.Fatalf("migrate up into a schema that does not exist: %v %s", err, stderr)
 	}
 
 	// Way one: a schema of pgpush's own; the app's table stays as it is.
 	mustExec(t, pool, `CREATE SCHEMA pgpush`)
-	env = []string{"DATABASE_URL=" + withSearchPath(t, dbURL, "pgpush")}
+	env = []string{"DATABASE_URL=" + dbtest.WithSearchPath(t, dbURL, "pgpush")}
 	if out, stderr, err := pgpush(t, env, "migrate", "up"); err != nil || !strings.Contains(out, "applied") {
 		t.Fatalf("migrate up with search_path=pgpush: %v %s %s", err, out, stderr)
 	}
@@ -109,7 +119,7 @@ func TestMigrateUpStopsAtAForeignTable(t *testing.T) {
 
 	// Way two: rename the old table, migrate in its schema.
 	mustExec(t, pool, `ALTER TABLE app.notifications RENAME TO notifications_old`)
-	env = []string{"DATABASE_URL=" + withSearchPath(t, dbURL, "app")}
+	env = []string{"DATABASE_URL=" + dbtest.WithSearchPath(t, dbURL, "app")}
 	if out, stderr, err := pgpush(t, env, "migrate", "up"); err != nil || !strings.Contains(out, "applied") {
 		t.Fatalf("migrate up after the rename: %v %s %s", err, out, stderr)
 	}
@@ -124,7 +134,7 @@ func TestMigrateUpStopsAtAForeignTable(t *testing.T) {
 	// goose's version table of another application, with no table of ours.
 	mustExec(t, pool, `CREATE SCHEMA other; CREATE TABLE other.goose_db_version (id serial, version_id bigint, is_applied boolean, tstamp timestamp);
 		INSERT INTO other.goose_db_version (version_id, is_applied) VALUES (0, true), (1, true), (2, true)`)
-	_, stderr, err = pgpush(t, []string{"DATABASE_URL=" + withSearchPath(t, dbURL, "other")}, "migrate", "up")
+	_, stderr, err = pgpush(t, []string{"DATABASE_URL=" + dbtest.WithSearchPath(t, dbURL, "other")}, "migrate", "up")
 	if err == nil || !strings.Contains(stderr, "another application's") {
 		t.Fatalf("migrate up over another application's goose_db_version: %v %s", err, stderr)
 	}
@@ -135,17 +145,4 @@ func mustExec(t *testing.T, pool *pgxpool.Pool, sql string) {
 	if _, err := pool.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-}
-
-// withSearchPath is dbURL with search_path=schema.
-func withSearchPath(t *testing.T, dbURL, schema string) string {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }

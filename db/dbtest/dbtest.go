@@ -295,3 +295,18 @@ func randomHex(n int) (string, error) {
 	}
 	return hex.EncodeToString(b), nil
 }
+
+// WithSearchPath returns dbURL with search_path=schema, so that a
+// connection's unqualified names (pgpush's migrations and queries included)
+// resolve in that schema.
+func WithSearchPath(t testing.TB, dbURL, schema string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
