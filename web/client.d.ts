@@ -1,6 +1,6 @@
 /**
- * Types for the pgpush browser client (`/v1/client.js`) and the
- * `<pgpush-bell>` element (`/v1/bell.js`).
+ * Types for the pgpush browser client (`/v1/client.js`, npm `@pgpush/client`)
+ * and the `<pgpush-bell>` element (`/v1/bell.js`, `@pgpush/client/bell`).
  *
  * @example
  * ```js
@@ -13,9 +13,7 @@
  * client.addEventListener('notification', (e) => toast(e.detail.notification.title));
  * ```
  *
- * React: `useSyncExternalStore((cb) => (client.addEventListener('change', cb),
- * () => client.removeEventListener('change', cb)), () => client.notifications)`
- * works because every change replaces the array.
+ * React: `useNotifications()` from `@pgpush/client/react` (react.d.ts).
  */
 
 /** One row of the `notifications` table, as the server sends it. */

@@ -31,7 +31,13 @@ function storeFor(url) {
   s = { client: null, snapshot: initialState, getToken: undefined };
   s.connect = () => {
     // getToken goes through the store, so a component's newer callback is the one called.
-    s.client ??= new PgpushClient({ url: key || undefined, getToken: () => s.getToken() }).connect();
+    s.client ??= new PgpushClient({
+      url: key || undefined,
+      getToken: async () => {
+        if (!s.getToken) throw new Error('pgpush: pass getToken to useNotifications() or pgpushClient()');
+        return s.getToken();
+      },
+    }).connect();
     return s.client;
   };
   // useSyncExternalStore needs the same object back until something changes.
