@@ -30,7 +30,10 @@ func pgpush(t *testing.T, env []string, args ...string) (stdout, stderr string, 
 
 func TestServeRefusesAnUnmigratedDatabaseAndMigrateFixesIt(t *testing.T) {
 	t.Parallel()
-	env := []string{"DATABASE_URL=" + dbtest.NewDB(t), "PGPUSH_JWT_SECRET=" + nodeSecret, "PGPUSH_ADDR=127.0.0.1:0"}
+	dbURL := dbtest.NewDB(t)
+	env := []string{"DATABASE_URL=" + dbURL, "PGPUSH_JWT_SECRET=" + nodeSecret, "PGPUSH_ADDR=127.0.0.1:0"}
+	pool := dbtest.Pool(t, dbURL)
+	mustExec(t, pool, `INSERT INTO notifications (user_id, title) VALUES ('alice', 'one'), ('bob', 'two')`)
 
 	if out, _, err := pgpush(t, env, "migrate", "down"); err != nil || !strings.Contains(out, "rolled back") {
 		t.Fatalf("migrate down: %v %s", err, out)
@@ -39,9 +42,13 @@ func TestServeRefusesAnUnmigratedDatabaseAndMigrateFixesIt(t *testing.T) {
 		out, stderr, err := pgpush(t, env, "migrate", "down")
 		if err != nil {
 			// The last one drops the table with its rows: only with --yes.
-			if !strings.Contains(stderr, "00001_notifications.sql drops the table notifications with its 0 rows") ||
+			if !strings.Contains(stderr, "00001_notifications.sql drops the table notifications with its 2 rows") ||
 				!strings.Contains(stderr, "--yes") {
 				t.Fatalf("migrate down refused without saying why: %s", stderr)
+			}
+			var n int
+			if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM notifications`).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("after the refusal the table has %d rows (%v), want its 2", n, err)
 			}
 			break
 		}
