@@ -186,8 +186,15 @@ $$;
 -- statement's transition tables and writes only notifications_deleted.
 ALTER FUNCTION notifications_notify() SECURITY DEFINER;
 
+-- The last objects without a comment.
+COMMENT ON INDEX notifications_pkey IS 'pgpush: rows by id (fetches behind NOTIFY hints, mark read).';
+COMMENT ON CONSTRAINT notifications_user_id_length ON notifications IS
+    'A user id travels in every NOTIFY hint; 1 to 1024 bytes keeps a hint far below NOTIFY''s 8,000-byte payload limit.';
+
 -- +goose Down
 
+COMMENT ON INDEX notifications_pkey IS NULL;
+COMMENT ON CONSTRAINT notifications_user_id_length ON notifications IS NULL;
 ALTER FUNCTION notifications_notify() SECURITY INVOKER;
 
 -- +goose StatementBegin

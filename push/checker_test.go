@@ -309,10 +309,6 @@ func (r *checkRun) run() bool {
 	}
 	r.prog.stop() // tabs come back online and stay
 
-	table, err := r.readTable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	quiet := time.Now()
 	deadline := time.NewTimer(checkerQuietLimit)
 	defer deadline.Stop()
@@ -323,7 +319,14 @@ func (r *checkRun) run() bool {
 	stall := time.NewTimer(checkerStall)
 	defer stall.Stop()
 	var bad []tabReport
+	var table map[int64]notification
 	for {
+		// The table is read again each time: a "read" a tab sent just
+		// before the writes stopped may still be committing.
+		var err error
+		if table, err = r.readTable(); err != nil {
+			t.Fatal(err)
+		}
 		bad = r.checkAll(table)
 		if len(bad) == 0 {
 			break

@@ -31,6 +31,7 @@ type settings struct {
 	MaxConns        int
 	DrainTimeout    time.Duration
 	DBMaxConns      int
+	DeletionsKeep   time.Duration
 	LogLevel        string
 	LogFormat       string
 	Migrate         bool
@@ -137,6 +138,7 @@ func (s *settings) bindServe(e *envFlags) {
 	e.dur(&s.DrainTimeout, "drain-timeout", "PGPUSH_DRAIN_TIMEOUT", 5*time.Second, "on SIGTERM, how long to wait for clients to close")
 	e.int(&s.DBMaxConns, "db-max-conns", "PGPUSH_DB_MAX_CONNS", 10, "database connections in the pool (plus one for LISTEN)")
 	e.bool(&s.Migrate, "migrate", "PGPUSH_MIGRATE", false, "apply pending migrations before serving")
+	e.dur(&s.DeletionsKeep, "deletions-retention", "PGPUSH_DELETIONS_RETENTION", 7*24*time.Hour, "how long deleted rows' ids stay recorded for clients that were offline (older cursors get a fresh snapshot)")
 }
 
 func (s *settings) authConfig(logger *slog.Logger) auth.Config {
@@ -156,10 +158,11 @@ func (s *settings) authConfig(logger *slog.Logger) auth.Config {
 
 func (s *settings) pushConfig(logger *slog.Logger) push.Config {
 	return push.Config{
-		AllowedOrigins:  splitList(s.AllowedOrigins),
-		MaxConnsPerUser: s.MaxConnsPerUser,
-		MaxConns:        s.MaxConns,
-		Logger:          logger,
+		AllowedOrigins:     splitList(s.AllowedOrigins),
+		MaxConnsPerUser:    s.MaxConnsPerUser,
+		MaxConns:           s.MaxConns,
+		DeletionsRetention: s.DeletionsKeep,
+		Logger:             logger,
 	}
 }
 
