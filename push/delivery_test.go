@@ -342,3 +342,46 @@ func TestDeletionsWhoseHintsWereDroppedAreCaughtUp(t *testing.T) {
 		t.Fatal("no notification was dropped; the test proves nothing")
 	}
 }
+
+// Marking all read can deadlock with a writer that updates the same rows in
+// the opposite order; PostgreSQL aborts one of them, and pgpush retries its
+// statement instead of failing the request.
+func TestMarkReadSurvivesADeadlock(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	first := e.insert("alice", "one")
+	second := e.insert("alice", "two")
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `UPDATE notifications SET title = 'held' WHERE id = $1`, second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan response, 1)
+	go func() { done <- e.do("POST", "/v1/notifications/read", token(t, "alice"), `{"all":true}`, nil) }()
+	// pgpush's UPDATE has taken the first row and waits for the second.
+	waitUntil(t, 10*time.Second, "mark read to wait for the held row", func() bool {
+		var n int
+		err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%read_at = now()%'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	// Now the writer wants the first: a deadlock, which pgpush's statement,
+	// waiting longer, detects first and loses.
+	if _, err := tx.Exec(ctx, `UPDATE notifications SET title = 'held too' WHERE id = $1`, first); err != nil {
+		t.Fatalf("the writer lost the deadlock instead: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.StatusCode != 200 {
+		t.Fatalf("mark all read after a deadlock: %d %s", res.StatusCode, res.Body)
+	}
+	if v := e.tableView("alice"); v.unread != 0 {
+		t.Fatalf("%d rows still unread", v.unread)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgpush/pgpush/db"
@@ -186,13 +187,32 @@ func (s *Server) releasePage() { <-s.pages }
 
 // markRead marks ids (or all) of userID read and returns how many changed
 // and the unread count after.
+//
+// Its UPDATE can deadlock with a writer (or another device of the user)
+// updating the same rows in another order, and PostgreSQL then aborts one of
+// them; the statement is retried, since it is idempotent.
 func (s *Server) markRead(ctx context.Context, userID string, ids []int64, all bool) (updated, unread int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 	defer cancel()
-	if all {
-		r, err := s.q.NotificationMarkAllRead(ctx, userID)
-		return r.Updated, r.Unread, err
+	for attempt := 1; ; attempt++ {
+		if all {
+			var r db.NotificationMarkAllReadRow
+			r, err = s.q.NotificationMarkAllRead(ctx, userID)
+			updated, unread = r.Updated, r.Unread
+		} else {
+			var r db.NotificationMarkReadRow
+			r, err = s.q.NotificationMarkRead(ctx, db.NotificationMarkReadParams{UserID: userID, Ids: ids})
+			updated, unread = r.Updated, r.Unread
+		}
+		if err == nil || attempt == 5 || !retryable(err) || ctx.Err() != nil {
+			return updated, unread, err
+		}
 	}
-	r, err := s.q.NotificationMarkRead(ctx, db.NotificationMarkReadParams{UserID: userID, Ids: ids})
-	return r.Updated, r.Unread, err
+}
+
+// retryable reports whether err is a deadlock or serialization failure, which
+// the same statement may well not meet again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
