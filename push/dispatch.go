@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -66,6 +67,8 @@ type dispatcher struct {
 	in chan item
 
 	w Cursor
+	// published is w for other goroutines (see watermark).
+	published atomic.Uint64
 	// rowBytes is the mean size of the rows of the last fetch (0: none yet).
 	rowBytes int
 
@@ -131,6 +134,19 @@ func (d *dispatcher) dropConn() {
 		d.conn = nil
 	}
 }
+
+// advance raises the watermark to at least x.
+func (d *dispatcher) advance(x Cursor) {
+	if x > d.w {
+		d.w = x
+		d.published.Store(uint64(x))
+	}
+}
+
+// watermark is the dispatcher's watermark as of now: every transaction
+// below it had its notification processed, and its frames queued, before.
+// Safe for concurrent use.
+func (d *dispatcher) watermark() Cursor { return Cursor(d.published.Load()) }
 
 func newDispatcher(s *Server) *dispatcher {
 	// The queue holds parsed hints of up to ~7 kB of payload each; past it
@@ -286,12 +302,22 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 			total -= changed[u]
 		}
 	}
-	for u := range burst {
-		hub.markUserBehind(u)
+	// Their catch-ups start at the lowest xmin of the batch: every
+	// transaction of the batch is at or above it, and so is every
+	// transaction whose change a frame written meanwhile may have
+	// overwritten with an older version (see conn.lastCur).
+	if len(burst) > 0 {
+		since := Cursor(items[0].h.Xmin)
+		for _, it := range items {
+			since = min(since, Cursor(it.h.Xmin))
+		}
+		for u := range burst {
+			hub.markUserBehind(u, since)
+		}
 	}
 	if len(users) == 0 {
 		for _, it := range items {
-			d.w = max(d.w, Cursor(it.h.Xmin))
+			d.advance(Cursor(it.h.Xmin))
 		}
 		return nil
 	}
@@ -436,7 +462,7 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 // connections. A row that was not fetched (its user's connections all drop
 // frames, or it was deleted or moved since) gets no frame.
 func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fetched map[int64]*db.Notification) {
-	d.w = max(d.w, Cursor(it.h.Xmin))
+	d.advance(Cursor(it.h.Xmin))
 	for _, r := range rows {
 		unread, ok := users[r.UserID]
 		if !ok {
@@ -492,11 +518,18 @@ func (d *dispatcher) catchUp(ctx context.Context, upTo uint64) error {
 			"watermark", uint64(d.w), "xmin", xmin)
 		s.hub.closeAll(websocket.StatusTryAgainLater, "the database changed; reconnect")
 		d.w = Cursor(xmin)
+		d.published.Store(uint64(xmin))
 		return nil
 	}
 	// Before the first connect there is no watermark: connections replay
 	// from their own cursors (markBehind with 0).
 	s.hub.markAllBehind(d.w, upTo)
-	d.w = max(d.w, Cursor(xmin))
+	// The watermark does not jump to xmin: transactions below it that
+	// committed after the new LISTEN began still have their notifications
+	// on the way, and a frame of theirs must not carry a cursor above
+	// them (see conn.lastCur). Only the first connect starts it here.
+	if d.w == 0 {
+		d.advance(Cursor(xmin))
+	}
 	return nil
 }

@@ -20,6 +20,9 @@ var (
 type hub struct {
 	maxPerUser, maxTotal int
 
+	// watermark is the dispatcher's (nil in tests of the hub alone).
+	watermark func() Cursor
+
 	mu    sync.RWMutex
 	users map[string][]*conn
 	total int
@@ -44,6 +47,9 @@ func (h *hub) add(c *conn) error {
 	}
 	h.seq++
 	c.seq = h.seq
+	if h.watermark != nil {
+		c.lastCur = h.watermark()
+	}
 	h.users[c.userID] = append(h.users[c.userID], c)
 	h.total++
 	return nil
@@ -126,13 +132,13 @@ func (h *hub) markAllBehind(since Cursor, upTo uint64) {
 	}
 }
 
-// markUserBehind makes every connection of userID replay its rows from its
-// own last cursor.
-func (h *hub) markUserBehind(userID string) {
+// markUserBehind makes every connection of userID replay its rows from
+// since, or from its own last cursor if that is lower.
+func (h *hub) markUserBehind(userID string, since Cursor) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, c := range h.users[userID] {
-		c.markBehind(0)
+		c.markBehind(since)
 	}
 }
 
@@ -223,7 +229,14 @@ type conn struct {
 	retired     bool
 	queue       []frame
 	queueBytes  int
-	lastCur     Cursor // cursor of the last frame accepted
+	// lastCur is the cursor of the last frame accepted, or the
+	// dispatcher's watermark when the connection registered. It never
+	// jumps ahead of what the dispatcher processed: a catch-up from it
+	// covers every transaction whose notification came after, including
+	// one whose change a stale frame (read before a catch-up or a
+	// snapshot that showed the change, and written after it) overwrote on
+	// the client. So neither a snapshot nor a catch-up moves it.
+	lastCur     Cursor
 	behind      bool
 	behindSince Cursor
 	closeCode   websocket.StatusCode // non-zero once a close was requested
@@ -265,14 +278,13 @@ func (c *conn) enqueue(f frame) bool {
 	return true
 }
 
-// markBehind makes the writer replay the user's rows from since once it has
-// drained its queue: the dispatcher calls it after notifications were lost.
-// since 0 means the connection's own last cursor; a connection without one is
-// still in its initial sync, which may have read the table before the loss,
-// so it replays from its ready cursor (see synced).
+// markBehind makes the writer replay the user's changes from since (or from
+// the connection's last cursor, if lower) once it has drained its queue: the
+// dispatcher calls it after notifications were lost, and for bursts. since 0
+// means the last cursor.
 func (c *conn) markBehind(since Cursor) {
 	c.mu.Lock()
-	if since == 0 {
+	if since == 0 || c.lastCur < since {
 		since = c.lastCur
 	}
 	if !c.behind || since < c.behindSince {
@@ -280,19 +292,6 @@ func (c *conn) markBehind(since Cursor) {
 	}
 	c.behind = true
 	c.wakeLocked()
-	c.mu.Unlock()
-}
-
-// synced records the cursor of the connection's ready frame. A connection
-// marked behind from "its own cursor" before it had one replays from here:
-// every transaction that commits after the sync's snapshot is at or above
-// that snapshot's xmin, which the ready cursor is not above.
-func (c *conn) synced(cur Cursor) {
-	c.mu.Lock()
-	c.lastCur = max(c.lastCur, cur)
-	if c.behind && c.behindSince == 0 {
-		c.behindSince = cur
-	}
 	c.mu.Unlock()
 }
 

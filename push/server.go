@@ -77,6 +77,7 @@ func New(pool *pgxpool.Pool, verifier Verifier, cfg Config) (*Server, error) {
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.metrics = newMetrics(func() float64 { return float64(s.hub.count()) })
 	s.disp = newDispatcher(s)
+	s.hub.watermark = s.disp.watermark
 	s.handler = s.routes()
 	return s, nil
 }

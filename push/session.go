@@ -203,7 +203,6 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		return err
 	}
 	ready := max(since, xmin)
-	ss.c.synced(ready)
 	f := frame{b: readyFrame(ss.userID, unread, ready, nil, false, false)}
 	f.setUnread(unread)
 	return ss.writeFrames(ctx, []frame{f})
@@ -227,7 +226,6 @@ func (ss *session) snapshot(ctx context.Context, cur Cursor, resync bool) error 
 		list[i] = rows[i].Notification
 		unread = rows[i].Unread
 	}
-	ss.c.synced(cur)
 	// The client replaces its list: it holds these rows and nothing else.
 	ss.sent = newDelivered(trackedRows)
 	for i := range list {
