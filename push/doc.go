@@ -13,13 +13,17 @@
 // user → each connection's writer drains its queue to the WebSocket.
 //
 // Nothing is lost when a stage cannot keep up: a connection whose queue is
-// full falls behind and its writer replays the user's rows from the table;
+// full falls behind and its writer replays the user's changes from the table
+// (rows by changed_xid, deletions from notifications_deleted, which the
+// trigger fills);
 // notifications the listener could not queue, or that were sent while it was
 // disconnected, make every connection replay from the watermark; a user with
 // a burst of rows in one batch is caught up the same way, by its
 // connections' writers, so that the burst does not hold up others. Resume
 // cursors are transaction-id watermarks; dispatcher's comment argues why
-// they are correct when transactions commit out of id order.
+// they are correct when transactions commit out of id order. Every frame a
+// connection writes passes through one rule, delivered.redundant, which skips
+// only what would change nothing the client holds.
 //
 // A Server is safe for concurrent use. Create it with New, Start it, serve
 // its Handler, and Shutdown or Close it.
