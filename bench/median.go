@@ -35,6 +35,9 @@ type Median struct {
 	PostgresCPUSeconds *Spread `json:"postgres_cpu_seconds,omitempty"`
 	ConnectSeconds     *Spread `json:"connect_seconds,omitempty"`
 	RSSPerConnKiB      *Spread `json:"rss_per_conn_kib,omitempty"`
+
+	// Floor is the same summary of the runs' floors (--compare floor).
+	Floor *Median `json:"floor,omitempty"`
 }
 
 // Spread is a median with the range it comes from.
@@ -110,12 +113,27 @@ func MedianOf(results []*Result) *Median {
 		func(p *PostgresStats) float64 { return p.CPUSeconds }))
 	m.RSSPerConnKiB = spreadOf(results, from(func(r *Result) *float64 { return r.RSSPerConnKiB },
 		func(v *float64) float64 { return *v }))
+	var floors []*Result
+	for _, r := range results {
+		if r.Floor != nil {
+			floors = append(floors, r.Floor)
+		}
+	}
+	m.Floor = MedianOf(floors)
 	return m
 }
 
-// WriteSummary writes m for people, one figure per line.
+// WriteSummary writes m for people, one figure per line, and then its
+// floor's.
 func (m *Median) WriteSummary(w io.Writer) {
-	fmt.Fprintf(w, "pgpush bench %s: medians of %d runs [min–max]\n", m.Scenario, m.Runs)
+	m.write(w, "pgpush")
+	if m.Floor != nil {
+		m.Floor.write(w, "the floor")
+	}
+}
+
+func (m *Median) write(w io.Writer, target string) {
+	fmt.Fprintf(w, "pgpush bench %s of %s: medians of %d runs [min–max]\n", m.Scenario, target, m.Runs)
 	line := func(name, unit string, s *Spread, decimals int) {
 		if s == nil {
 			return

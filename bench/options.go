@@ -31,6 +31,11 @@ const (
 	Fanout Scenario = "fanout"
 )
 
+// CompareFloor is Options.Compare's baseline: a minimal forwarder (one
+// LISTEN, the row itself in the NOTIFY payload, no fetch, no auth) on a table
+// of its own; see ServeFloor.
+const CompareFloor = "floor"
+
 // Scenarios lists the scenarios in the order the CLI documents them.
 var Scenarios = []Scenario{Steady, Burst, Idle, Fanout}
 
@@ -41,6 +46,9 @@ const (
 	maxDeliveries = 50_000_000
 	maxDuration   = time.Hour
 	maxBodySize   = 1 << 20
+	// maxFloorBody keeps the floor's payload (the row as JSON) under
+	// NOTIFY's 8,000 bytes.
+	maxFloorBody = 7000
 )
 
 // Options configure a run. Start from Defaults(scenario); Validate says what
@@ -105,6 +113,25 @@ type Options struct {
 	// ServerEnv is added to the self-contained server's environment, e.g.
 	// PGPUSH_DB_MAX_CONNS=20.
 	ServerEnv []string
+
+	// Fast runs the self-contained cluster with fsync, synchronous_commit
+	// and full_page_writes off. By default it keeps them on, as users run
+	// PostgreSQL: commits then wait for the disk.
+	Fast bool
+	// History is how many older rows a self-contained run inserts for its
+	// users before it measures (spread over the users, created over the
+	// last 90 days, nine in ten unread), then vacuums and analyzes the
+	// table. 0 measures a just-migrated table that was never analyzed.
+	History int
+	// Compare names a baseline that a self-contained run measures after
+	// pgpush, with the same load on the same cluster: "" for none, or
+	// CompareFloor.
+	Compare string
+	// PGProfile loads pg_stat_statements and auto_explain into the
+	// self-contained cluster and reports, per measured phase, the
+	// statements that cost PostgreSQL the most; auto_explain logs the plans
+	// of statements slower than 5 ms to the cluster's log.
+	PGProfile bool
 
 	// Progress receives a progress line every ProgressInterval; nil or a
 	// zero interval prints none.
@@ -231,11 +258,26 @@ func (o *Options) Validate() error {
 	if o.DrainTimeout <= 0 || o.DrainTimeout > maxDuration {
 		bad("drain timeout must be positive and at most %s", maxDuration)
 	}
+	if o.History < 0 || o.History > maxRows {
+		bad("history must be from 0 to %d rows", maxRows)
+	}
+	switch o.Compare {
+	case "":
+	case CompareFloor:
+		if o.BodySize > maxFloorBody {
+			bad("--compare floor carries each row in its NOTIFY payload, which holds 8,000 bytes: body size must be at most %d", maxFloorBody)
+		}
+	default:
+		bad("compare %q: the only baseline is %q", o.Compare, CompareFloor)
+	}
 	if o.selfContained() {
 		if o.DatabaseURL != "" || o.ServerPID != 0 {
 			bad("--database-url and --server-pid go with --url; without --url the run starts its own server")
 		}
 	} else {
+		if o.Fast || o.History > 0 || o.Compare != "" || o.PGProfile {
+			bad("--fast, --history, --compare and --pg-profile shape the cluster a self-contained run starts; a server at --url runs on its own database")
+		}
 		if err := checkServerURL(o.URL); err != nil {
 			bad("url: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -14,7 +15,10 @@ import (
 // was not measured (e.g. server CPU without a server pid).
 type Result struct {
 	Scenario Scenario `json:"scenario"`
-	RunID    string   `json:"run_id"`
+	// Target is what was measured: "pgpush", or "floor" (the baseline of
+	// --compare floor).
+	Target string `json:"target"`
+	RunID  string `json:"run_id"`
 	// OK is false when rows were lost or duplicated, unexpected frames
 	// arrived, or connections closed early; Problems says which.
 	OK       bool     `json:"ok"`
@@ -28,10 +32,17 @@ type Result struct {
 	// Mode is "self-contained" (the run started PostgreSQL and the server)
 	// or "external".
 	Mode string `json:"mode"`
-	// PostgresDurable is false for the self-contained cluster (fsync and
-	// synchronous_commit off), null when unknown.
-	PostgresDurable *bool  `json:"postgres_durable"`
-	PostgresVersion string `json:"postgres_version"`
+	// PostgresDurable is true when the server's settings make a commit
+	// survive an OS crash (fsync and full_page_writes on,
+	// synchronous_commit not off), as users run PostgreSQL; false for a
+	// --fast cluster; null when unknown. PostgresSettings are those
+	// settings as the server reported them.
+	PostgresDurable  *bool             `json:"postgres_durable"`
+	PostgresSettings map[string]string `json:"postgres_settings,omitempty"`
+	PostgresVersion  string            `json:"postgres_version"`
+	// Table is the state of the table the writers inserted into: whether
+	// it was just migrated and never analyzed, or held history.
+	Table *TableState `json:"table,omitempty"`
 	ServerPID       int    `json:"server_pid,omitempty"`
 	// ServerEnv is what the run added to a self-contained server's
 	// environment (--server-env), such as GOMAXPROCS=1.
@@ -89,10 +100,73 @@ type Result struct {
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	// Load is how busy the whole machine was over the measured phase.
 	Load *Load `json:"load"`
+	// Statements are the statements that took PostgreSQL the most time
+	// over the measured phase (--pg-profile), most first.
+	Statements []Statement `json:"pg_statements,omitempty"`
 
 	ServerLogWarnings int      `json:"server_log_warnings"`
 	ServerLogTail     []string `json:"server_log_tail,omitempty"`
 	RowsDeleted       int64    `json:"rows_deleted,omitempty"`
+
+	// Floor is the baseline's result (--compare floor): the same load,
+	// after pgpush's, on the same cluster. Ratios are pgpush's figures
+	// over the floor's.
+	Floor  *Result `json:"floor,omitempty"`
+	Ratios *Ratios `json:"ratios,omitempty"`
+}
+
+// Ratios are pgpush's figures divided by the floor's; a ratio whose figures
+// are missing (or whose floor figure is 0) is null. Above 1 means pgpush is
+// slower, costs more or (achieved rate) keeps up better.
+type Ratios struct {
+	LatencyP50   *float64 `json:"latency_p50"`
+	LatencyP99   *float64 `json:"latency_p99"`
+	PostgresCPU  *float64 `json:"postgres_cpu"`
+	ServerCPU    *float64 `json:"server_cpu"`
+	AchievedRate *float64 `json:"achieved_rate"`
+	InsertP50    *float64 `json:"insert_p50"`
+	InsertP99    *float64 `json:"insert_p99"`
+	BurstLast    *float64 `json:"burst_last"`
+}
+
+// comparedFigure is one line of the side-by-side table.
+type comparedFigure struct {
+	name     string
+	decimals int
+	get      func(*Result) (float64, bool)
+	ratio    func(*Ratios) **float64
+}
+
+var comparedFigures = []comparedFigure{
+	{"latency p50 ms", 3, from(func(r *Result) *Latency { return r.LatencyMs }, func(l *Latency) float64 { return l.P50 }),
+		func(r *Ratios) **float64 { return &r.LatencyP50 }},
+	{"latency p99 ms", 3, from(func(r *Result) *Latency { return r.LatencyMs }, func(l *Latency) float64 { return l.P99 }),
+		func(r *Ratios) **float64 { return &r.LatencyP99 }},
+	{"PostgreSQL CPU-s", 2, from(func(r *Result) *PostgresStats { return r.Postgres }, func(p *PostgresStats) float64 { return p.CPUSeconds }),
+		func(r *Ratios) **float64 { return &r.PostgresCPU }},
+	{"server CPU-s", 2, from(func(r *Result) *ServerStats { return r.Server }, func(s *ServerStats) float64 { return s.CPUSeconds }),
+		func(r *Ratios) **float64 { return &r.ServerCPU }},
+	{"achieved rows/s", 1, func(r *Result) (float64, bool) { return r.AchievedRate, r.AchievedRate > 0 },
+		func(r *Ratios) **float64 { return &r.AchievedRate }},
+	{"INSERT p50 ms", 3, from(func(r *Result) *Latency { return r.InsertMs }, func(l *Latency) float64 { return l.P50 }),
+		func(r *Ratios) **float64 { return &r.InsertP50 }},
+	{"INSERT p99 ms", 3, from(func(r *Result) *Latency { return r.InsertMs }, func(l *Latency) float64 { return l.P99 }),
+		func(r *Ratios) **float64 { return &r.InsertP99 }},
+	{"burst last row ms", 1, from(func(r *Result) *BurstStats { return r.Burst }, func(b *BurstStats) float64 { return b.LastMs }),
+		func(r *Ratios) **float64 { return &r.BurstLast }},
+}
+
+func ratiosOf(pgpush, floor *Result) *Ratios {
+	rs := &Ratios{}
+	for _, f := range comparedFigures {
+		p, ok1 := f.get(pgpush)
+		b, ok2 := f.get(floor)
+		if ok1 && ok2 && b > 0 {
+			v := math.Round(p/b*100) / 100
+			*f.ratio(rs) = &v
+		}
+	}
+	return rs
 }
 
 // Machine describes the computer.
@@ -330,27 +404,121 @@ func (r *run) fanoutSpread(sentAt []int64) *Latency {
 	return latencyOf(spreads)
 }
 
-// WriteSummary writes res for people.
+// WriteSummary writes res for people: with a floor, both results and then
+// the two side by side.
 func (res *Result) WriteSummary(w io.Writer) {
+	res.writeOne(w)
+	if res.Floor == nil {
+		return
+	}
+	fmt.Fprintln(w)
+	res.Floor.writeOne(w)
+	fmt.Fprintln(w)
+	res.writeComparison(w)
+}
+
+// writeComparison prints the floor's figures beside pgpush's.
+func (res *Result) writeComparison(w io.Writer) {
+	fl := res.Floor
+	state := func(r *Result) string {
+		if r.Table == nil {
+			return "?"
+		}
+		if r.Table.HistoryRows > 0 {
+			return fmt.Sprintf("%d history rows", r.Table.HistoryRows)
+		}
+		if !r.Table.AnalyzedBefore {
+			return "fresh, never analyzed"
+		}
+		return "analyzed"
+	}
+	fmt.Fprintf(w, "compared (%s, %s PostgreSQL; pgpush table: %s):\n", res.Scenario, durability(res), state(res))
+	fmt.Fprintf(w, "  %-20s %12s %12s %9s\n", "", "floor", "pgpush", "ratio")
+	for _, f := range comparedFigures {
+		p, ok1 := f.get(res)
+		b, ok2 := f.get(fl)
+		if !ok1 && !ok2 {
+			continue
+		}
+		cell := func(v float64, ok bool) string {
+			if !ok {
+				return "—"
+			}
+			return strconv.FormatFloat(v, 'f', f.decimals, 64)
+		}
+		ratio := "—"
+		if res.Ratios != nil {
+			if v := *f.ratio(res.Ratios); v != nil {
+				ratio = fmt.Sprintf("%.2f×", *v)
+			}
+		}
+		fmt.Fprintf(w, "  %-20s %12s %12s %9s\n", f.name, cell(b, ok2), cell(p, ok1), ratio)
+	}
+	if res.OK {
+		fmt.Fprintln(w, "result:      OK: every row delivered exactly once, by both")
+	} else {
+		fmt.Fprintln(w, "result:      FAILED")
+	}
+}
+
+// durability says in a word how the server's settings treat a commit.
+func durability(res *Result) string {
+	switch {
+	case res.PostgresDurable == nil:
+		return "unknown durability"
+	case *res.PostgresDurable:
+		return "durable"
+	default:
+		return "NOT durable"
+	}
+}
+
+// settingsText lists the durability settings as the server reported them.
+func settingsText(s map[string]string) string {
+	var parts []string
+	for _, name := range durabilitySettings {
+		if v, ok := s[name]; ok {
+			parts = append(parts, name+" "+v)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeOne writes res alone.
+func (res *Result) writeOne(w io.Writer) {
 	p := res.Parameters
 	pf := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	m := res.Machine
-	pf("pgpush bench %s (run %s, %s)", res.Scenario, res.RunID, res.StartedAt.Format(time.RFC3339))
+	target := res.Target
+	if target == "" {
+		target = targetPgpush
+	}
+	pf("pgpush bench %s of %s (run %s, %s)", res.Scenario, target, res.RunID, res.StartedAt.Format(time.RFC3339))
 	pf("machine:     %d CPUs (%s), %d MiB, %s, kernel %s, %s", m.CPUs, m.CPUModel, m.MemoryMiB, m.OS, m.Kernel, m.Go)
-	switch {
-	case res.PostgresDurable != nil && !*res.PostgresDurable:
+	pg := fmt.Sprintf("PostgreSQL %s, %s", res.PostgresVersion, strings.ToUpper(durability(res)))
+	if len(res.PostgresSettings) > 0 {
+		pg += " (" + settingsText(res.PostgresSettings) + ")"
+	}
+	switch res.Mode {
+	case "self-contained":
 		env := ""
 		if len(res.ServerEnv) > 0 {
 			env = " with " + strings.Join(res.ServerEnv, " ")
 		}
-		pf("target:      self-contained: server pid %d%s; throwaway PostgreSQL %s, NOT DURABLE (fsync, synchronous_commit and full_page_writes off), on the same machine",
-			res.ServerPID, env, res.PostgresVersion)
+		what := "pgpush server"
+		if res.Target == targetFloor {
+			what = "floor forwarder"
+		}
+		pf("target:      self-contained: %s pid %d%s; throwaway %s, on the same machine", what, res.ServerPID, env, pg)
 	default:
 		pid := "no --server-pid: no server readings"
 		if res.ServerPID != 0 {
 			pid = fmt.Sprintf("server pid %d", res.ServerPID)
 		}
-		pf("target:      external: %s; PostgreSQL %s", pid, res.PostgresVersion)
+		pf("target:      external: %s; %s", pid, pg)
+	}
+	if res.Table != nil {
+		pf("table:       %s", res.Table.describe())
 	}
 	load := fmt.Sprintf("%d users × %d connections", p.Users, p.ConnsPerUser)
 	switch res.Scenario {
@@ -406,11 +574,22 @@ func (res *Result) WriteSummary(w io.Writer) {
 	if res.RSSPerConnKiB != nil {
 		pf("memory:      %.1f KiB of server RSS per idle connection", *res.RSSPerConnKiB)
 	}
-	pg := "no /proc readings"
+	pgCPU := "no /proc readings"
 	if res.Postgres != nil {
-		pg = fmt.Sprintf("%.2f CPU-s", res.Postgres.CPUSeconds)
+		pgCPU = fmt.Sprintf("%.2f CPU-s", res.Postgres.CPUSeconds)
 	}
-	pf("postgres:    %s; bench client: %.2f CPU-s", pg, res.ClientCPUSeconds)
+	pf("postgres:    %s; bench client: %.2f CPU-s", pgCPU, res.ClientCPUSeconds)
+	if len(res.Statements) > 0 {
+		pf("statements:  pg_stat_statements over the measured phase, most time first (exec+plan ms total, calls, mean exec ms, rows, buffers per call):")
+		for _, s := range res.Statements {
+			level := ""
+			if !s.TopLevel {
+				level = " (nested)"
+			}
+			pf("  %9.1f ms %7d× %8.3f ms %8d rows %7.1f bufs  %.120s%s", s.TotalMs+s.PlanMs, s.Calls, s.MeanMs, s.Rows,
+				float64(s.SharedBlks)/float64(max(s.Calls, 1)), s.Query, level)
+		}
+	}
 	if l := res.Load; l != nil {
 		line := fmt.Sprintf("machine:     %.0f%% busy over %.1fs (%.2f CPU-s, %.2f of it interrupts; steal %.2f s)",
 			l.BusyPercent, l.WallSeconds, l.BusyCPUSeconds, l.IRQCPUSeconds, l.StealSeconds)

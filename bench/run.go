@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/pgpush/pgpush/push/auth"
 )
 
@@ -41,6 +43,11 @@ type run struct {
 	rowsPerUser int
 	base        time.Time // zero of the run clock
 
+	// target is targetPgpush or targetFloor; table is the table its
+	// writers insert into.
+	target string
+	table  string
+
 	fleet *fleet
 	send  sendResult
 	// shown is fleet for the progress goroutine, which starts before it
@@ -62,7 +69,9 @@ func (r *run) setPhase(p string) { r.phase.Store(&p) }
 // Run executes the scenario of o and returns its measurements. An error
 // means the run could not measure (setup failed, a connection or an insert
 // failed); a run that measured but lost or duplicated rows returns a Result
-// whose OK is false, with the reasons in Problems.
+// whose OK is false, with the reasons in Problems. With o.Compare, the
+// Result's Floor is the baseline's, measured after pgpush on the same
+// cluster, and a failure of either fails both.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -71,9 +80,69 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// Each connection takes a descriptor here and one in the server; leave
+	// room for the database connections and the rest.
+	if err := raiseFileLimit(uint64(o.conns()) + fileHeadroom); err != nil {
+		return nil, err
+	}
+	begin := time.Now()
+	r := newRun(o, logger, targetPgpush)
+	stopProgress := r.startProgress()
+	defer stopProgress()
+	r.setPhase("setup")
+	t, err := startTarget(ctx, &r.o, logger, func(ctx context.Context, pool *pgxpool.Pool) error {
+		r.setPhase("history")
+		return loadHistory(ctx, pool, r.table, r.userPrefix, &r.o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	res, err := r.measure(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	stopProgress()
+
+	if o.Compare == CompareFloor {
+		f := newRun(o, logger, targetFloor)
+		stopFloor := f.startProgress()
+		defer stopFloor()
+		f.setPhase("setup")
+		ft, err := startFloor(ctx, t, &f.o, logger, f.userPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("floor: %w", err)
+		}
+		defer ft.close()
+		fres, err := f.measure(ctx, ft)
+		if err != nil {
+			return nil, fmt.Errorf("floor: %w", err)
+		}
+		res.Floor = fres
+		res.Ratios = ratiosOf(res, fres)
+		for _, p := range fres.Problems {
+			res.Problems = append(res.Problems, "floor: "+p)
+		}
+		res.OK = len(res.Problems) == 0
+	}
+	res.ElapsedSeconds = time.Since(begin).Seconds()
+	return res, nil
+}
+
+// The targets a run measures.
+const (
+	targetPgpush = "pgpush"
+	targetFloor  = "floor"
+)
+
+func newRun(o Options, logger *slog.Logger, target string) *run {
 	idBytes := make([]byte, 4)
 	rand.Read(idBytes)
-	r := &run{o: o, log: logger, id: hex.EncodeToString(idBytes), body: makeBody(o.BodySize), base: time.Now()}
+	r := &run{o: o, log: logger, id: hex.EncodeToString(idBytes), body: makeBody(o.BodySize), base: time.Now(), target: target}
+	r.table = "notifications"
+	if target == targetFloor {
+		r.table = floorTable
+	}
 	r.userPrefix = "bench-" + r.id + "-"
 	r.userIDs = make([]string, o.Users)
 	for u := range r.userIDs {
@@ -82,40 +151,37 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	r.rows = o.rows()
 	r.rowsPerUser = (r.rows + o.Users - 1) / o.Users
 	r.setPhase("starting")
+	return r
+}
 
-	res := &Result{
-		Scenario:   o.Scenario,
-		RunID:      r.id,
-		StartedAt:  time.Now().UTC().Truncate(time.Second),
-		Machine:    machine(),
-		Parameters: parametersOf(&o),
-	}
-	// Each connection takes a descriptor here and one in the server; leave
-	// room for the database connections and the rest.
-	if err := raiseFileLimit(uint64(o.conns()) + fileHeadroom); err != nil {
-		return nil, err
-	}
-
-	stopProgress := r.startProgress()
-	defer stopProgress()
-
-	r.setPhase("setup")
-	t, err := startTarget(ctx, &r.o, logger)
-	if err != nil {
-		return nil, err
-	}
+// measure runs the scenario against t, which is ready.
+func (r *run) measure(ctx context.Context, t *target) (*Result, error) {
+	o := &r.o
 	r.t = t
-	defer t.close()
-	res.Mode = "external"
-	if t.selfContained {
-		res.Mode = "self-contained"
-		res.ServerEnv = r.o.ServerEnv
-		durable := false
+	res := &Result{
+		Scenario:         o.Scenario,
+		Target:           r.target,
+		RunID:            r.id,
+		StartedAt:        time.Now().UTC().Truncate(time.Second),
+		Machine:          machine(),
+		Parameters:       parametersOf(o),
+		Mode:             "external",
+		PostgresVersion:  t.pgVersion,
+		PostgresSettings: t.pgSettings,
+		ServerPID:        t.serverPID,
+	}
+	if len(t.pgSettings) > 0 {
+		durable := t.durable()
 		res.PostgresDurable = &durable
 	}
-	res.PostgresVersion = t.pgVersion
-	res.ServerPID = t.serverPID
+	if t.selfContained {
+		res.Mode = "self-contained"
+		if r.target == targetPgpush {
+			res.ServerEnv = o.ServerEnv
+		}
+	}
 
+	var err error
 	r.fleet, err = newFleet(r)
 	if err != nil {
 		return nil, err
@@ -151,17 +217,57 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
+// beginPhase readies the database for the run: a checkpoint
+// (self-contained), so that no earlier phase's writes are flushed during
+// this one. It returns the table's statistics.
+func (r *run) beginPhase(ctx context.Context) tableCounts {
+	if r.t.selfContained {
+		if _, err := r.t.pool.Exec(ctx, "CHECKPOINT"); err != nil {
+			r.log.Warn("checkpoint before the measured phase", "err", err)
+		}
+	}
+	return readTable(ctx, r.t.pool, r.table)
+}
+
+// snapBefore takes the reading at the start of the measured phase, after a
+// reset of pg_stat_statements (--pg-profile).
+func (r *run) snapBefore(ctx context.Context) snapshot {
+	if r.o.PGProfile {
+		if err := resetStatements(ctx, r.t.pool); err != nil {
+			r.log.Warn("reset pg_stat_statements", "err", err)
+		}
+	}
+	return r.snap(ctx)
+}
+
+// endPhase records what PostgreSQL saw of the measured phase.
+func (r *run) endPhase(ctx context.Context, res *Result, before tableCounts) {
+	if r.o.PGProfile {
+		st, err := readStatements(ctx, r.t.pool)
+		if err != nil {
+			res.Warnings = append(res.Warnings, "pg_stat_statements: "+err.Error())
+		}
+		res.Statements = st
+	}
+	res.Table = tableStateOf(r.table, r.o.History, before, readTable(ctx, r.t.pool, r.table))
+	if res.Table != nil && res.Table.AnalyzedDuring {
+		res.Warnings = append(res.Warnings, "the table was analyzed during the measured phase: plans changed part way through")
+	}
+}
+
 // execute runs the scenario's phases, filling res with what only they know.
 func (r *run) execute(ctx context.Context, res *Result) error {
 	o := &r.o
 	f := r.fleet
 	var before snapshot
+	table := r.beginPhase(ctx)
+	defer r.endPhase(ctx, res, table)
 	if o.Scenario == Idle {
 		// Let the server's start-up settle before the baseline reading.
 		if err := sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
-		before = r.snap(ctx)
+		before = r.snapBefore(ctx)
 	}
 
 	r.setPhase("connecting")
@@ -205,7 +311,7 @@ func (r *run) execute(ctx context.Context, res *Result) error {
 			r.drain(ctx, send.end)
 		}
 	default:
-		before = r.snap(ctx)
+		before = r.snapBefore(ctx)
 		r.setPhase("sending")
 		if o.Scenario == Burst {
 			sctx, cancel := context.WithTimeout(ctx, burstTimeout)
@@ -378,7 +484,7 @@ func (r *run) startProgress() (stop func()) {
 
 func (r *run) printProgress(w io.Writer) {
 	o := &r.o
-	line := fmt.Sprintf("bench %s %6.1fs %-10s", o.Scenario, time.Since(r.base).Seconds(), *r.phase.Load())
+	line := fmt.Sprintf("bench %s %s %6.1fs %-10s", o.Scenario, r.target, time.Since(r.base).Seconds(), *r.phase.Load())
 	if f := r.shown.Load(); f != nil {
 		sent := r.sent.Load()
 		line += fmt.Sprintf("  connected %d/%d  sent %d/%d  delivered %d/%d",

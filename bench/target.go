@@ -44,18 +44,20 @@ type target struct {
 	secret        []byte
 	issuer        string
 	audience      string
-	serverPID     int    // 0: no /proc readings of the server
-	postmaster    int    // 0: no /proc readings of PostgreSQL
-	pgVersion     string // server_version
+	serverPID     int               // 0: no /proc readings of the server
+	postmaster    int               // 0: no /proc readings of PostgreSQL
+	pgVersion     string            // server_version
+	pgSettings    map[string]string // durabilitySettings as the server reports them
 	pool          *pgxpool.Pool
 
 	cluster *pgcluster.Cluster // self-contained only
 	server  *serverProcess     // self-contained only
 }
 
-// startTarget starts, or checks, what the run measures. On error nothing is
-// left running.
-func startTarget(ctx context.Context, o *Options, logger *slog.Logger) (_ *target, err error) {
+// startTarget starts, or checks, what the run measures. A self-contained
+// run calls prepare (if not nil) on the migrated database before it starts
+// the server. On error nothing is left running.
+func startTarget(ctx context.Context, o *Options, logger *slog.Logger, prepare func(context.Context, *pgxpool.Pool) error) (_ *target, err error) {
 	t := &target{selfContained: o.selfContained()}
 	defer func() {
 		if err != nil {
@@ -63,7 +65,7 @@ func startTarget(ctx context.Context, o *Options, logger *slog.Logger) (_ *targe
 		}
 	}()
 	if t.selfContained {
-		if err := t.startSelfContained(ctx, o, logger); err != nil {
+		if err := t.startSelfContained(ctx, o, logger, prepare); err != nil {
 			return nil, err
 		}
 	} else {
@@ -97,9 +99,29 @@ func startTarget(ctx context.Context, o *Options, logger *slog.Logger) (_ *targe
 	if err := migrations.Check(ctx, t.pool); err != nil {
 		return nil, err
 	}
-	err = t.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+	if err := t.describe(ctx, logger); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// durabilitySettings are the settings that decide whether a commit survives
+// an OS crash, and what each costs a commit.
+var durabilitySettings = []string{"fsync", "synchronous_commit", "full_page_writes"}
+
+// describe reads the server's version, durability settings and postmaster.
+func (t *target) describe(ctx context.Context, logger *slog.Logger) error {
+	return t.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
 		if err := c.QueryRow(ctx, "SHOW server_version").Scan(&t.pgVersion); err != nil {
 			return fmt.Errorf("database: %w", err)
+		}
+		t.pgSettings = make(map[string]string, len(durabilitySettings))
+		for _, name := range durabilitySettings {
+			var v string
+			if err := c.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+				return fmt.Errorf("database: %s: %w", name, err)
+			}
+			t.pgSettings[name] = v
 		}
 		pm, err := findPostmaster(ctx, c.Conn())
 		if err != nil {
@@ -108,23 +130,38 @@ func startTarget(ctx context.Context, o *Options, logger *slog.Logger) (_ *targe
 		t.postmaster = pm
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
 }
 
-func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slog.Logger) error {
-	bin := o.ServerBinary
-	if bin == "" {
-		var err error
-		if bin, err = os.Executable(); err != nil {
-			return fmt.Errorf("find the pgpush binary: %w", err)
-		}
+// durable reports whether the settings describe make a commit survive an
+// OS crash: fsync and full_page_writes on, synchronous_commit not off.
+func (t *target) durable() bool {
+	s := t.pgSettings
+	return s["fsync"] == "on" && s["full_page_writes"] == "on" && s["synchronous_commit"] != "off"
+}
+
+// clusterSettings are the self-contained cluster's settings besides
+// pgcluster's defaults.
+func clusterSettings(o *Options) map[string]string {
+	if !o.PGProfile {
+		return nil
 	}
-	// Durable false: commits skip fsync, as a throwaway cluster's may. The
-	// output says so, since it flatters insert latency.
-	c, err := pgcluster.Start(ctx, pgcluster.Options{Logger: logger})
+	return map[string]string{
+		"shared_preload_libraries":           "pg_stat_statements,auto_explain",
+		"pg_stat_statements.track":           "all", // the trigger functions' statements too
+		"pg_stat_statements.track_planning":  "on",
+		"auto_explain.log_min_duration":      "5ms",
+		"auto_explain.log_nested_statements": "on",
+	}
+}
+
+func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slog.Logger, prepare func(context.Context, *pgxpool.Pool) error) error {
+	bin, err := serverBinary(o)
+	if err != nil {
+		return err
+	}
+	// Durable unless --fast: a cluster without fsync flatters insert
+	// latency and hides what a commit costs, so the output says which.
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Logger: logger, Durable: !o.Fast, Settings: clusterSettings(o)})
 	if err != nil {
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
@@ -138,6 +175,16 @@ func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slo
 	}
 	if err := migrations.Up(ctx, t.pool, logger); err != nil {
 		return err
+	}
+	if o.PGProfile {
+		if _, err := t.pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+			return fmt.Errorf("pg_stat_statements: %w", err)
+		}
+	}
+	if prepare != nil {
+		if err := prepare(ctx, t.pool); err != nil {
+			return err
+		}
 	}
 
 	t.secret = make([]byte, 32)
@@ -158,13 +205,25 @@ func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slo
 		"PGPUSH_LOG_LEVEL=warn",
 	}
 	env = append(env, o.ServerEnv...)
-	t.server, err = startServer(bin, addr, env)
+	t.server, err = startServer(bin, []string{"serve", "--addr", addr}, env)
 	if err != nil {
 		return err
 	}
 	t.serverPID = t.server.cmd.Process.Pid
 	logger.Info("pgpush server started", "pid", t.serverPID, "addr", addr, "binary", bin)
 	return waitReady(ctx, t.baseURL, t.server)
+}
+
+// serverBinary is the pgpush binary a self-contained run executes.
+func serverBinary(o *Options) (string, error) {
+	if o.ServerBinary != "" {
+		return o.ServerBinary, nil
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find the pgpush binary: %w", err)
+	}
+	return bin, nil
 }
 
 // close stops what startTarget started. It is idempotent.
@@ -198,8 +257,8 @@ type serverProcess struct {
 	err  error         // its exit status; read after done
 }
 
-func startServer(bin, addr string, extraEnv []string) (*serverProcess, error) {
-	cmd := exec.Command(bin, "serve", "--addr", addr)
+func startServer(bin string, args, extraEnv []string) (*serverProcess, error) {
+	cmd := exec.Command(bin, args...)
 	// The caller's own DATABASE_URL and PGPUSH_* settings are not the
 	// throwaway cluster's: drop them.
 	for _, kv := range os.Environ() {
@@ -215,7 +274,7 @@ func startServer(bin, addr string, extraEnv []string) (*serverProcess, error) {
 	// about the forking thread; bench locks no threads).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s serve: %w", bin, err)
+		return nil, fmt.Errorf("start %s %s: %w", bin, args[0], err)
 	}
 	p := &serverProcess{cmd: cmd, log: log, done: make(chan struct{})}
 	go func() {

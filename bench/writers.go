@@ -14,18 +14,22 @@ import (
 // The bench writes like any application does, with plain SQL (SPEC §2);
 // these statements are the load, not part of pgpush, so they live here rather
 // than among the sqlc queries.
+// Each takes the table's name (notifications, or the floor's).
 const (
 	// insertRow is one row, one transaction.
-	insertRow = `INSERT INTO notifications (user_id, kind, title, body, data) VALUES ($1, 'bench', $2, $3, $4::jsonb)`
+	insertRow = `INSERT INTO %s (user_id, kind, title, body, data) VALUES ($1, 'bench', $2, $3, $4::jsonb)`
 	// insertRows is rows $5 .. $6-1 in one statement; row g goes to user
 	// g % $2, as insertRow's do.
-	insertRows = `INSERT INTO notifications (user_id, kind, title, body, data)
-SELECT $1::text || (g % $2::bigint), 'bench', 'bench row ' || g, $3::text,
+	insertRows = `INSERT INTO %s (user_id, kind, title, body, data)
+SELECT $1::text || (g %% $2::bigint), 'bench', 'bench row ' || g, $3::text,
        jsonb_build_object('bench_seq', g, 'bench_sent_ns', $4::bigint)
 FROM generate_series($5::bigint, $6::bigint - 1) AS g`
 	// deleteRun removes a run's rows from a running server's table.
-	deleteRun = `DELETE FROM notifications WHERE starts_with(user_id, $1)`
+	deleteRun = `DELETE FROM %s WHERE starts_with(user_id, $1)`
 )
+
+// sql fills the run's table into one of the statements above.
+func (r *run) sql(statement string) string { return fmt.Sprintf(statement, r.table) }
 
 // sendResult is what the writers did.
 type sendResult struct {
@@ -56,6 +60,7 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 	defer cancel()
 
 	total := int64(r.rows)
+	insert := r.sql(insertRow)
 	interval := float64(time.Second) / o.Rate
 	perWriter := int(total)/o.Writers + 1
 	committed := make([][]int64, o.Writers)
@@ -92,7 +97,7 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 				}
 				sent := r.clock()
 				data = appendData(data[:0], seq, sent)
-				_, err := conn.Exec(ctx, insertRow, r.userIDs[seq%int64(o.Users)], r.title(seq), r.body, string(data))
+				_, err := conn.Exec(ctx, insert, r.userIDs[seq%int64(o.Users)], r.title(seq), r.body, string(data))
 				if err != nil {
 					errOnce.Do(func() {
 						firstErr = fmt.Errorf("insert row %d: %w", seq, err)
@@ -128,7 +133,7 @@ func (r *run) sendBurst(ctx context.Context) sendResult {
 		return sendResult{err: err}
 	}
 	sent := r.clock()
-	tag, err := conns[0].Exec(ctx, insertRows, r.userPrefix, r.o.Users, r.body, sent, 0, r.rows)
+	tag, err := conns[0].Exec(ctx, r.sql(insertRows), r.userPrefix, r.o.Users, r.body, sent, 0, r.rows)
 	end := r.clock()
 	res := sendResult{start: sent, end: end, stmt: end - sent}
 	if err != nil {
@@ -163,7 +168,7 @@ func (r *run) connectWriters(ctx context.Context, n int) ([]*pgx.Conn, error) {
 		}
 		conns = append(conns, conn)
 		// Prepare now, so the first timed insert does not pay for it.
-		if _, err := conn.Prepare(ctx, insertRow, insertRow); err != nil {
+		if _, err := conn.Prepare(ctx, r.sql(insertRow), r.sql(insertRow)); err != nil {
 			return conns, fmt.Errorf("prepare insert: %w", err)
 		}
 	}
@@ -180,7 +185,7 @@ func closeConns(conns []*pgx.Conn) {
 
 // deleteRows removes the run's rows from a running server's table.
 func (r *run) deleteRows(ctx context.Context) (int64, error) {
-	tag, err := r.t.pool.Exec(ctx, deleteRun, r.userPrefix)
+	tag, err := r.t.pool.Exec(ctx, r.sql(deleteRun), r.userPrefix)
 	if err != nil {
 		return 0, fmt.Errorf("delete the run's rows: %w", err)
 	}

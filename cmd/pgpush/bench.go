@@ -23,15 +23,23 @@ Scenarios (defaults of the performance issue; pgpush bench SCENARIO -h lists the
   fanout   100 users × 10 WebSockets; steady's inserts
 
 Without --url the run is self-contained: it starts a throwaway PostgreSQL
-cluster (not durable), migrates it and starts this binary as "serve" on a
-free loopback port. With --url it measures a running server (loopback only):
---database-url and --jwt-secret are then required, --server-pid enables CPU
-and memory readings.
+cluster, migrates it and starts this binary as "serve" on a free loopback
+port. The cluster is durable (fsync, synchronous_commit and full_page_writes
+on, as users run PostgreSQL) unless --fast; its table is just migrated and
+never analyzed unless --history N preloads N older rows (vacuumed and
+analyzed). --compare floor then runs the same load against a minimal
+forwarder (one LISTEN, the row in the NOTIFY payload, no fetch, no auth) on
+a table of its own in the same cluster, and prints both side by side.
+With --url it measures a running server (loopback only): --database-url and
+--jwt-secret are then required, --server-pid enables CPU and memory readings.
 
 The run fails (exit status 1) if any row is lost or delivered twice.
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == bench.FloorCommand {
+		return runFloor(ctx, args[1:], stderr)
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 			fmt.Fprint(stdout, benchUsage)
@@ -87,6 +95,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.ServerEnv = append(o.ServerEnv, v)
 		return nil
 	})
+	fs.BoolVar(&o.Fast, "fast", false, "run the self-contained cluster with fsync, synchronous_commit and full_page_writes off (not what users run: flatters commits)")
+	fs.IntVar(&o.History, "history", 0, "before measuring, insert this many older rows for the run's users (9 in 10 unread), then vacuum and analyze; 0: a just-migrated, never-analyzed table")
+	fs.StringVar(&o.Compare, "compare", "", `"floor": run the same load against a minimal forwarder on the same cluster, and print both side by side`)
+	fs.BoolVar(&o.PGProfile, "pg-profile", false, "load pg_stat_statements and auto_explain into the cluster and report the statements that cost PostgreSQL the most")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "with --url: the server's process id, for CPU and memory readings from /proc")
 	fs.BoolVar(&o.KeepRows, "keep-rows", false, "with --url: keep the run's rows (default: delete them at the end)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout (the summary goes to stderr); with --runs, {\"runs\":[…],\"median\":{…}}")
@@ -155,6 +167,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("bench %s FAILED: %s", scenario, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// runFloor runs the floor forwarder of `pgpush bench --compare floor`, which
+// starts it as a child process with DATABASE_URL set.
+func runFloor(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("bench "+bench.FloorCommand, stderr)
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return bench.ServeFloor(ctx, os.Getenv("DATABASE_URL"), *addr)
 }
 
 // maxRuns bounds --runs.
