@@ -42,8 +42,8 @@ type Result struct {
 	PostgresVersion  string            `json:"postgres_version"`
 	// Table is the state of the table the writers inserted into: whether
 	// it was just migrated and never analyzed, or held history.
-	Table *TableState `json:"table,omitempty"`
-	ServerPID       int    `json:"server_pid,omitempty"`
+	Table     *TableState `json:"table,omitempty"`
+	ServerPID int         `json:"server_pid,omitempty"`
 	// ServerEnv is what the run added to a self-contained server's
 	// environment (--server-env), such as GOMAXPROCS=1.
 	ServerEnv  []string   `json:"server_env,omitempty"`
