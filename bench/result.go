@@ -353,6 +353,10 @@ func (r *run) collect(res *Result) {
 		res.OfferedRate = &rate
 		res.ScheduleLagMs = latencyOf(send.lag)
 		res.InsertMs = latencyOf(send.insert)
+		if send.stoppedShort {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the writers committed %d of the %d rows scheduled and stopped %s after the schedule's end, too far behind it",
+				res.Rows, r.rows, o.DrainTimeout))
+		}
 		if res.AchievedRate < 0.95*o.Rate {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("achieved %.0f rows/s of the %.0f offered: the writers or the database could not keep up", res.AchievedRate, o.Rate))
 		}

@@ -40,7 +40,10 @@ type sendResult struct {
 	start     int64   // run clock at the first scheduled send
 	end       int64   // run clock when the last insert returned
 	stmt      int64   // burst: ns the statement took
-	err       error
+	// stoppedShort is true when the writers gave up on the rest of the
+	// schedule, having fallen too far behind it.
+	stoppedShort bool
+	err          error
 }
 
 // sendSteady inserts r.rows rows, one per transaction, from o.Writers
@@ -48,7 +51,9 @@ type sendResult struct {
 // advance, and a writer that falls behind sends its next row at once, so a
 // slow insert does not lower the offered rate (open loop). Writers take the
 // next due row from a shared counter, so one slow writer delays only its own
-// row.
+// row. Writers that have fallen so far behind that DrainTimeout has passed
+// since the schedule's end start no more rows: the run then reports the
+// rows it could commit, and that it stopped short.
 func (r *run) sendSteady(ctx context.Context) sendResult {
 	o := &r.o
 	conns, err := r.connectWriters(ctx, o.Writers)
@@ -68,9 +73,11 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 	lags := make([][]int64, o.Writers)
 	inserts := make([][]int64, o.Writers)
 	var next atomic.Int64
+	var stopped atomic.Bool
 	var errOnce sync.Once
 	var firstErr error
 	start := r.clock() + int64(10*time.Millisecond) // let every writer reach its first wait
+	stopAt := start + int64(o.Duration+o.DrainTimeout)
 	var wg sync.WaitGroup
 	for w, conn := range conns {
 		committed[w] = make([]int64, 0, perWriter)
@@ -87,6 +94,10 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 					return
 				}
 				due := start + int64(float64(seq)*interval)
+				if r.clock() > stopAt {
+					stopped.Store(true)
+					return
+				}
 				if wait := due - r.clock(); wait > 0 {
 					timer.Reset(time.Duration(wait))
 					select {
@@ -114,7 +125,7 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 		})
 	}
 	wg.Wait()
-	res := sendResult{start: start, end: r.clock(), err: firstErr}
+	res := sendResult{start: start, end: r.clock(), err: firstErr, stoppedShort: stopped.Load()}
 	for w := range conns {
 		res.committed = append(res.committed, committed[w]...)
 		res.sentAt = append(res.sentAt, sentAt[w]...)
