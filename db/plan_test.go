@@ -26,13 +26,20 @@ func TestMain(m *testing.M) {
 // besides an empty one: a deployment with history.
 const bigTableRows = 1_000_000
 
+// smallTableRows is the size at which autovacuum first analyzes the table of
+// a new deployment (50 rows plus 10% of the table changed, seen within a
+// minute): the plans then made are kept by pgpush's sessions while the table
+// grows by a minute's inserts or more, until the next ANALYZE.
+const smallTableRows = 300
+
 // TestPlansUseIndexes EXPLAINs every query sqlc generates, as pgpush's
 // sessions plan them (plan_cache_mode=force_generic_plan, set in
 // cmd/pgpush/db.go: one generic plan per session, kept until the table's
 // statistics change), on a just-migrated table that was never analyzed (the
-// first minutes of a deployment), on the same table with a million rows
-// before autovacuum's first ANALYZE (the planner then guesses from its size
-// alone), and after it. It fails on a sequential scan of a pgpush table
+// first minutes of a deployment), after autovacuum's first ANALYZE of it at
+// a few hundred rows (the plans then made serve until the next one, however
+// much the table grows meanwhile), on a table of a million rows never
+// analyzed (the planner guesses from its size alone) and after its ANALYZE. It fails on a sequential scan of a pgpush table
 // or a nested loop that filters each outer row against an unindexed inner
 // set: both grow with the table (or the batch) on every call.
 //
@@ -60,6 +67,9 @@ func TestPlansUseIndexes(t *testing.T) {
 		}
 	}
 	check("empty, never analyzed", planConn(t, dbtest.NewDB(t)))
+	small := dbtest.NewDB(t)
+	analyzeSmall(t, small)
+	check(fmt.Sprintf("analyzed at %d rows", smallTableRows), planConn(t, small))
 	big := dbtest.NewDB(t)
 	fillTable(t, big)
 	// Each state gets a session of its own, as a cached generic plan is
@@ -140,6 +150,24 @@ FROM generate_series(0, $1 - 1) AS g`, bigTableRows)
 	})
 	if err != nil {
 		t.Fatalf("fill the table: %v", err)
+	}
+}
+
+// analyzeSmall inserts smallTableRows rows of as many users into the table
+// at url, and analyzes it.
+func analyzeSmall(t *testing.T, url string) {
+	t.Helper()
+	conn := planConn(t, url)
+	defer conn.Close(context.Background())
+	_, err := conn.Exec(t.Context(), `
+INSERT INTO notifications (user_id, kind, title, body)
+SELECT 'user-' || lpad(g::text, 6, '0'), 'test', 'row ' || g, repeat('b', 200)
+FROM generate_series(0, $1 - 1) AS g`, smallTableRows)
+	if err != nil {
+		t.Fatalf("fill the table: %v", err)
+	}
+	if _, err := conn.Exec(t.Context(), "ANALYZE notifications"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -339,4 +367,32 @@ func renderPlan(plan planNode) string {
 	}
 	walk(&plan, 1)
 	return b.String()
+}
+
+// TestHazardsFindsTheKnownBadPlans checks the checker on plans PostgreSQL
+// made for NotificationsByIDs: a sequential scan under the count, and the
+// count joined by a nested loop with a filter.
+func TestHazardsFindsTheKnownBadPlans(t *testing.T) {
+	t.Parallel()
+	const plan = `{"Node Type": "Nested Loop", "Join Filter": "(c.user_id = n.user_id)", "Plans": [
+	  {"Node Type": "Aggregate", "Parent Relationship": "InitPlan", "Subplan Name": "CTE c", "Plans": [
+	    {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Relation Name": "notifications", "Alias": "x"}]},
+	  {"Node Type": "Index Scan", "Parent Relationship": "Outer", "Relation Name": "notifications", "Alias": "n", "Index Name": "notifications_pkey"},
+	  {"Node Type": "CTE Scan", "Parent Relationship": "Inner", "CTE Name": "c"}]}`
+	var p planNode
+	if err := json.Unmarshal([]byte(plan), &p); err != nil {
+		t.Fatal(err)
+	}
+	got := hazards(p, []string{"notifications"})
+	if len(got) != 2 || !strings.Contains(got[0], "Nested Loop") || !strings.Contains(got[1], "Seq Scan on notifications") {
+		t.Errorf("hazards: %q; want the nested loop and the seq scan", got)
+	}
+	if got := hazards(p, []string{"other"}); len(got) != 1 {
+		t.Errorf("hazards with notifications not pgpush's: %q; want only the nested loop", got)
+	}
+	p.JoinFilter = ""
+	p.Plans[2] = planNode{NodeType: "Index Scan", Parent: "Inner", Relation: "notifications", Index: "notifications_pkey"}
+	if got := hazards(p, []string{"other"}); len(got) != 0 {
+		t.Errorf("hazards of an indexed nested loop: %q", got)
+	}
 }
