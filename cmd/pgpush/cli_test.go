@@ -169,3 +169,95 @@ func TestBenchRunsAndMedians(t *testing.T) {
 		t.Errorf("no median summary on stderr: %s", stderr)
 	}
 }
+
+// TestBenchDurableHistoryAndFloor runs the default (durable) cluster with
+// history and the floor beside pgpush, and a --fast one on a fresh table,
+// and checks that each result says which it measured.
+func TestBenchDurableHistoryAndFloor(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--compare", "nope"},
+		{"--history", "-1"},
+		{"--compare", "floor", "--body-size", "8000"},
+		{"--history", "10", "--url", "http://127.0.0.1:1", "--database-url", "postgres://127.0.0.1/x", "--jwt-secret", nodeSecret},
+		{"--fast", "--url", "http://127.0.0.1:1", "--database-url", "postgres://127.0.0.1/x", "--jwt-secret", nodeSecret},
+	} {
+		if _, _, err := pgpush(t, nil, append([]string{"bench", "steady"}, args...)...); err == nil {
+			t.Errorf("bench steady %v: accepted", args)
+		}
+	}
+	type result struct {
+		Target           string            `json:"target"`
+		OK               bool              `json:"ok"`
+		Delivered        int64             `json:"delivered"`
+		PostgresDurable  *bool             `json:"postgres_durable"`
+		PostgresSettings map[string]string `json:"postgres_settings"`
+		Table            *struct {
+			Name           string `json:"name"`
+			HistoryRows    int    `json:"history_rows"`
+			Rows           int64  `json:"rows"`
+			AnalyzedBefore bool   `json:"analyzed_before"`
+		} `json:"table"`
+	}
+
+	t.Run("durable with history and floor", func(t *testing.T) {
+		t.Parallel()
+		out, stderr, err := pgpush(t, nil, "bench", "steady", "--users", "10", "--rate", "100", "--duration", "1s",
+			"--history", "500", "--compare", "floor", "--json", "--quiet")
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr)
+		}
+		var got struct {
+			result
+			Floor  *result `json:"floor"`
+			Ratios *struct {
+				LatencyP50  *float64 `json:"latency_p50"`
+				PostgresCPU *float64 `json:"postgres_cpu"`
+			} `json:"ratios"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		for _, r := range []*result{&got.result, got.Floor} {
+			if r == nil || !r.OK || r.Delivered != 100 || r.PostgresDurable == nil || !*r.PostgresDurable ||
+				r.PostgresSettings["fsync"] != "on" || r.PostgresSettings["synchronous_commit"] != "on" || r.PostgresSettings["full_page_writes"] != "on" {
+				t.Fatalf("want an OK, durable run with 100 deliveries: %s", out)
+			}
+			if r.Table == nil || r.Table.HistoryRows != 500 || r.Table.Rows < 500 || !r.Table.AnalyzedBefore {
+				t.Errorf("%s table %+v: want 500 history rows, analyzed", r.Target, r.Table)
+			}
+		}
+		if got.Target != "pgpush" || got.Floor.Target != "floor" || got.Table.Name != "notifications" || got.Floor.Table.Name == "notifications" {
+			t.Errorf("targets %q on %+v and %q on %+v", got.Target, got.Table, got.Floor.Target, got.Floor.Table)
+		}
+		if got.Ratios == nil || got.Ratios.LatencyP50 == nil || *got.Ratios.LatencyP50 <= 0 || got.Ratios.PostgresCPU == nil {
+			t.Errorf("ratios %+v", got.Ratios)
+		}
+		for _, want := range []string{"DURABLE (fsync on, synchronous_commit on, full_page_writes on)", "500 older rows", "compared (steady, durable", "latency p50 ms"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("summary lacks %q:\n%s", want, stderr)
+			}
+		}
+	})
+
+	t.Run("fast and fresh", func(t *testing.T) {
+		t.Parallel()
+		out, stderr, err := pgpush(t, nil, "bench", "burst", "--users", "10", "--rows", "200", "--fast", "--json", "--quiet")
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr)
+		}
+		var got result
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if !got.OK || got.PostgresDurable == nil || *got.PostgresDurable || got.PostgresSettings["fsync"] != "off" {
+			t.Errorf("want an OK run, not durable: %s", out)
+		}
+		if got.Table == nil || got.Table.Rows != 0 || got.Table.AnalyzedBefore || got.Table.HistoryRows != 0 {
+			t.Errorf("table %+v: want just migrated, never analyzed", got.Table)
+		}
+		if !strings.Contains(stderr, "NOT DURABLE (fsync off") || !strings.Contains(stderr, "just migrated: empty, never analyzed") {
+			t.Errorf("summary does not say how it ran:\n%s", stderr)
+		}
+	})
+}
