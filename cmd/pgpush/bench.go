@@ -15,7 +15,7 @@ import (
 const benchUsage = `Usage: pgpush bench steady|burst|idle|fanout [flags]
 
 Scenarios (defaults of the performance issue; pgpush bench SCENARIO -h lists the flags):
-  steady   1,000 users, one WebSocket each; 4 writers insert 2,000 rows/s for 20s,
+  steady   1,000 users, one WebSocket each; 16 writers insert 2,000 rows/s for 20s,
            one row per transaction, on a schedule fixed in advance (open loop)
   burst    the same users; one INSERT … SELECT generate_series of 100,000 rows
   idle     10,000 idle WebSockets: server memory per connection, time to connect;
