@@ -69,6 +69,7 @@ func startFloor(ctx context.Context, t *target, o *Options, logger *slog.Logger,
 		postmaster:    t.postmaster,
 		pgVersion:     t.pgVersion,
 		pgSettings:    t.pgSettings,
+		logPath:       t.logPath,
 	}
 	defer func() {
 		if err != nil {

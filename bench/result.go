@@ -103,6 +103,9 @@ type Result struct {
 	// Statements are the statements that took PostgreSQL the most time
 	// over the measured phase (--pg-profile), most first.
 	Statements []Statement `json:"pg_statements,omitempty"`
+	// SlowPlans are the plans auto_explain logged over the measured phase
+	// (--pg-profile): the slowest of each query, slowest first.
+	SlowPlans []SlowPlan `json:"pg_slow_plans,omitempty"`
 
 	ServerLogWarnings int      `json:"server_log_warnings"`
 	ServerLogTail     []string `json:"server_log_tail,omitempty"`
@@ -593,6 +596,9 @@ func (res *Result) writeOne(w io.Writer) {
 			pf("  %9.1f ms %7d× %8.3f ms %8d rows %7.1f bufs  %.120s%s", s.TotalMs+s.PlanMs, s.Calls, s.MeanMs, s.Rows,
 				float64(s.SharedBlks)/float64(max(s.Calls, 1)), s.Query, level)
 		}
+	}
+	for _, p := range res.SlowPlans {
+		pf("slow plan:   %.1f ms (auto_explain):\n%s", p.Ms, strings.TrimRight(p.Plan, "\n"))
 	}
 	if l := res.Load; l != nil {
 		line := fmt.Sprintf("machine:     %.0f%% busy over %.1fs (%.2f CPU-s, %.2f of it interrupts; steal %.2f s)",

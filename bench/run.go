@@ -47,6 +47,8 @@ type run struct {
 	// writers insert into.
 	target string
 	table  string
+	// logOffset is the server log's length when the measured phase began.
+	logOffset int64
 
 	fleet *fleet
 	send  sendResult
@@ -236,6 +238,7 @@ func (r *run) snapBefore(ctx context.Context) snapshot {
 		if err := resetStatements(ctx, r.t.pool); err != nil {
 			r.log.Warn("reset pg_stat_statements", "err", err)
 		}
+		r.logOffset = logSize(r.t.logPath)
 	}
 	return r.snap(ctx)
 }
@@ -248,6 +251,7 @@ func (r *run) endPhase(ctx context.Context, res *Result, before tableCounts) {
 			res.Warnings = append(res.Warnings, "pg_stat_statements: "+err.Error())
 		}
 		res.Statements = st
+		res.SlowPlans = slowPlans(r.t.logPath, r.logOffset)
 	}
 	res.Table = tableStateOf(r.table, r.o.History, before, readTable(ctx, r.t.pool, r.table))
 	if res.Table != nil && res.Table.AnalyzedDuring {

@@ -1,8 +1,15 @@
 package bench
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,4 +179,75 @@ LIMIT $1`, topStatements)
 		err := r.Scan(&s.Query, &s.Calls, &s.TotalMs, &s.MeanMs, &s.PlanMs, &s.Rows, &s.SharedBlks, &s.WALBytes, &s.TopLevel)
 		return s, err
 	})
+}
+
+// SlowPlan is a plan auto_explain logged over a measured phase
+// (--pg-profile): a statement that took at least 5 ms, with its plan.
+type SlowPlan struct {
+	Ms   float64 `json:"ms"`
+	Plan string  `json:"plan"`
+}
+
+// slowPlansKept is how many plans a profile keeps: the slowest of each
+// distinct query text.
+const slowPlansKept = 4
+
+// logSize returns the length of the file at path, or 0.
+func logSize(path string) int64 {
+	if st, err := os.Stat(path); err == nil {
+		return st.Size()
+	}
+	return 0
+}
+
+// slowPlans reads the plans auto_explain wrote to the server log at path
+// after offset, and returns the slowest of each query, slowest first.
+func slowPlans(path string, offset int64) []SlowPlan {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil
+	}
+	byQuery := map[string]SlowPlan{}
+	var cur *SlowPlan
+	var query string
+	flush := func() {
+		if cur != nil {
+			if p, ok := byQuery[query]; !ok || cur.Ms > p.Ms {
+				byQuery[query] = *cur
+			}
+		}
+		cur = nil
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "\t") || strings.HasPrefix(line, "  ") {
+			if cur != nil {
+				if q, ok := strings.CutPrefix(strings.TrimSpace(line), "Query Text: "); ok {
+					query = q
+				}
+				cur.Plan += strings.TrimPrefix(line, "\t") + "\n"
+			}
+			continue
+		}
+		flush()
+		_, rest, ok := strings.Cut(line, "LOG:  duration: ")
+		if !ok || !strings.HasSuffix(rest, " plan:") {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSuffix(rest, " ms  plan:"), 64)
+		if err != nil {
+			continue
+		}
+		cur, query = &SlowPlan{Ms: ms}, ""
+	}
+	flush()
+	out := slices.Collect(maps.Values(byQuery))
+	slices.SortFunc(out, func(a, b SlowPlan) int { return cmp.Compare(b.Ms, a.Ms) })
+	return out[:min(len(out), slowPlansKept)]
 }

@@ -51,6 +51,7 @@ type target struct {
 	pool          *pgxpool.Pool
 
 	cluster *pgcluster.Cluster // self-contained only
+	logPath string             // the cluster's server log; self-contained only
 	server  *serverProcess     // self-contained only
 }
 
@@ -166,6 +167,7 @@ func (t *target) startSelfContained(ctx context.Context, o *Options, logger *slo
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
 	t.cluster = c
+	t.logPath = c.LogFile()
 	if err := c.CreateDatabase(ctx, benchDatabase, ""); err != nil {
 		return err
 	}
