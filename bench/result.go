@@ -106,6 +106,9 @@ type Result struct {
 	// SlowPlans are the plans auto_explain logged over the measured phase
 	// (--pg-profile): the slowest of each query, slowest first.
 	SlowPlans []SlowPlan `json:"pg_slow_plans,omitempty"`
+	// WaitEvents are what PostgreSQL's active sessions were doing over the
+	// measured phase (--pg-profile), sampled every 10 ms, most first.
+	WaitEvents []WaitEvent `json:"pg_wait_events,omitempty"`
 
 	ServerLogWarnings int      `json:"server_log_warnings"`
 	ServerLogTail     []string `json:"server_log_tail,omitempty"`
@@ -596,6 +599,13 @@ func (res *Result) writeOne(w io.Writer) {
 			pf("  %9.1f ms %7d× %8.3f ms %8d rows %7.1f bufs  %.120s%s", s.TotalMs+s.PlanMs, s.Calls, s.MeanMs, s.Rows,
 				float64(s.SharedBlks)/float64(max(s.Calls, 1)), s.Query, level)
 		}
+	}
+	if len(res.WaitEvents) > 0 {
+		var parts []string
+		for _, e := range res.WaitEvents[:min(len(res.WaitEvents), 6)] {
+			parts = append(parts, fmt.Sprintf("%s %.1f%% (%.2f sessions)", e.Event, e.Percent, e.Sessions))
+		}
+		pf("pg waits:    active sessions, sampled every 10 ms: %s", strings.Join(parts, ", "))
 	}
 	for _, p := range res.SlowPlans {
 		pf("slow plan:   %.1f ms (auto_explain):\n%s", p.Ms, strings.TrimRight(p.Plan, "\n"))

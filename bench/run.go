@@ -49,6 +49,9 @@ type run struct {
 	table  string
 	// logOffset is the server log's length when the measured phase began.
 	logOffset int64
+	// stopWaits ends the sampling of wait events and returns them
+	// (--pg-profile).
+	stopWaits func() []WaitEvent
 
 	fleet *fleet
 	send  sendResult
@@ -239,6 +242,13 @@ func (r *run) snapBefore(ctx context.Context) snapshot {
 			r.log.Warn("reset pg_stat_statements", "err", err)
 		}
 		r.logOffset = logSize(r.t.logPath)
+		stop := make(chan struct{})
+		done := make(chan []WaitEvent, 1)
+		go func() { done <- sampleWaits(ctx, r.t.pool, stop) }()
+		r.stopWaits = func() []WaitEvent {
+			close(stop)
+			return <-done
+		}
 	}
 	return r.snap(ctx)
 }
@@ -252,6 +262,10 @@ func (r *run) endPhase(ctx context.Context, res *Result, before tableCounts) {
 		}
 		res.Statements = st
 		res.SlowPlans = slowPlans(r.t.logPath, r.logOffset)
+	}
+	if r.stopWaits != nil {
+		res.WaitEvents = r.stopWaits()
+		r.stopWaits = nil
 	}
 	res.Table = tableStateOf(r.table, r.o.History, before, readTable(ctx, r.t.pool, r.table))
 	if res.Table != nil && res.Table.AnalyzedDuring {

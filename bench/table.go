@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -250,4 +251,70 @@ func slowPlans(path string, offset int64) []SlowPlan {
 	out := slices.Collect(maps.Values(byQuery))
 	slices.SortFunc(out, func(a, b SlowPlan) int { return cmp.Compare(b.Ms, a.Ms) })
 	return out[:min(len(out), slowPlansKept)]
+}
+
+// WaitEvent is the share of samples in which PostgreSQL's active client
+// sessions were in one state (--pg-profile): "CPU" when running, else what
+// they waited for, such as "Lock: object" or "IO: WALSync".
+type WaitEvent struct {
+	Event   string  `json:"event"`
+	Percent float64 `json:"percent"`
+	// Sessions is the mean number of sessions in that state.
+	Sessions float64 `json:"sessions"`
+}
+
+// waitSampleInterval is how often a profile samples pg_stat_activity.
+const waitSampleInterval = 10 * time.Millisecond
+
+// sampleWaits samples what the database's active sessions (other than its
+// own) are doing until stop is closed, and returns the result.
+func sampleWaits(ctx context.Context, pool *pgxpool.Pool, stop <-chan struct{}) []WaitEvent {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil
+	}
+	defer conn.Release()
+	counts := map[string]int{}
+	samples := 0
+	tick := time.NewTicker(waitSampleInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		case <-tick.C:
+			rows, err := conn.Query(ctx, `
+SELECT coalesce(wait_event_type || ': ' || wait_event, 'CPU')
+FROM pg_stat_activity
+WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND datname = current_database()`)
+			if err != nil {
+				continue
+			}
+			events, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				continue
+			}
+			samples++
+			for _, e := range events {
+				counts[e]++
+			}
+			continue
+		}
+		break
+	}
+	if samples == 0 {
+		return nil
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	var out []WaitEvent
+	for e, n := range counts {
+		out = append(out, WaitEvent{Event: e, Percent: math.Round(1000*float64(n)/float64(total)) / 10,
+			Sessions: math.Round(100*float64(n)/float64(samples)) / 100})
+	}
+	slices.SortFunc(out, func(a, b WaitEvent) int { return cmp.Compare(b.Percent, a.Percent) })
+	return out
 }
