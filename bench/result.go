@@ -125,14 +125,18 @@ type Result struct {
 // are missing (or whose floor figure is 0) is null. Above 1 means pgpush is
 // slower, costs more or (achieved rate) keeps up better.
 type Ratios struct {
-	LatencyP50   *float64 `json:"latency_p50"`
-	LatencyP99   *float64 `json:"latency_p99"`
-	PostgresCPU  *float64 `json:"postgres_cpu"`
-	ServerCPU    *float64 `json:"server_cpu"`
-	AchievedRate *float64 `json:"achieved_rate"`
-	InsertP50    *float64 `json:"insert_p50"`
-	InsertP99    *float64 `json:"insert_p99"`
-	BurstLast    *float64 `json:"burst_last"`
+	LatencyP50  *float64 `json:"latency_p50"`
+	LatencyP99  *float64 `json:"latency_p99"`
+	PostgresCPU *float64 `json:"postgres_cpu"`
+	// PostgresCPUPerRow compares PostgreSQL's CPU per committed row: when
+	// one side committed fewer rows (it fell behind), PostgresCPU
+	// understates its cost.
+	PostgresCPUPerRow *float64 `json:"postgres_cpu_per_row"`
+	ServerCPU         *float64 `json:"server_cpu"`
+	AchievedRate      *float64 `json:"achieved_rate"`
+	InsertP50         *float64 `json:"insert_p50"`
+	InsertP99         *float64 `json:"insert_p99"`
+	BurstLast         *float64 `json:"burst_last"`
 }
 
 // comparedFigure is one line of the side-by-side table.
@@ -150,6 +154,12 @@ var comparedFigures = []comparedFigure{
 		func(r *Ratios) **float64 { return &r.LatencyP99 }},
 	{"PostgreSQL CPU-s", 2, from(func(r *Result) *PostgresStats { return r.Postgres }, func(p *PostgresStats) float64 { return p.CPUSeconds }),
 		func(r *Ratios) **float64 { return &r.PostgresCPU }},
+	{"PostgreSQL CPU-ms/row", 3, func(r *Result) (float64, bool) {
+		if r.Postgres == nil || r.Rows == 0 {
+			return 0, false
+		}
+		return r.Postgres.CPUSeconds * 1e3 / float64(r.Rows), true
+	}, func(r *Ratios) **float64 { return &r.PostgresCPUPerRow }},
 	{"server CPU-s", 2, from(func(r *Result) *ServerStats { return r.Server }, func(s *ServerStats) float64 { return s.CPUSeconds }),
 		func(r *Ratios) **float64 { return &r.ServerCPU }},
 	{"achieved rows/s", 1, func(r *Result) (float64, bool) { return r.AchievedRate, r.AchievedRate > 0 },
