@@ -169,7 +169,7 @@ SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 300), calls, total_exec_time
        rows, shared_blks_hit + shared_blks_read, wal_bytes::bigint, toplevel
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND calls > 0 AND query NOT LIKE '%pg_stat_statements%'
+  AND calls > 0 AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '/* pgpush-bench */%'
 ORDER BY total_exec_time + total_plan_time DESC
 LIMIT $1`, topStatements)
 	if err != nil {
@@ -283,7 +283,7 @@ func sampleWaits(ctx context.Context, pool *pgxpool.Pool, stop <-chan struct{}) 
 		case <-stop:
 		case <-ctx.Done():
 		case <-tick.C:
-			rows, err := conn.Query(ctx, `
+			rows, err := conn.Query(ctx, `/* pgpush-bench */
 SELECT coalesce(wait_event_type || ': ' || wait_event, 'CPU')
 FROM pg_stat_activity
 WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
