@@ -201,7 +201,7 @@ func TestExternal(t *testing.T) {
 	})
 
 	o := options(t, bench.Steady)
-	o.ServerBinary = ""
+	o.ServerBinary, o.Fast = "", false
 	o.Users, o.Rate, o.Duration = 10, 100, time.Second
 	o.URL, o.DatabaseURL, o.JWTSecret, o.ServerPID = "http://"+addr, dbURL, secret, srv.Process.Pid
 	res := check(t, o)
