@@ -183,7 +183,7 @@ func (h *floorHub) send(user string, frame []byte) {
 	}
 }
 
-// remove drops q from user's queues; h.mu is held.
+// remove drops q from user's queues, if it is there; h.mu is held.
 func (h *floorHub) remove(user string, q chan []byte) {
 	qs := h.users[user]
 	for i := range qs {
@@ -209,11 +209,7 @@ func (h *floorHub) serve(ctx context.Context, ws *websocket.Conn, user string) {
 	defer func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		for _, x := range h.users[user] {
-			if x == q {
-				h.remove(user, q)
-			}
-		}
+		h.remove(user, q) // gone already if send closed it
 	}()
 	ctx = ws.CloseRead(ctx)
 	if ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ready"}`)) != nil {
