@@ -225,10 +225,10 @@ type conn struct {
 	mu sync.Mutex
 	// writing is set while a writer runs; retired once the connection has
 	// ended, after which no writer starts again.
-	writing     bool
-	retired     bool
-	queue       []frame
-	queueBytes  int
+	writing    bool
+	retired    bool
+	queue      []frame
+	queueBytes int
 	// lastCur is the cursor of the last frame accepted, or the
 	// dispatcher's watermark when the connection registered. It never
 	// jumps ahead of what the dispatcher processed: a catch-up from it
