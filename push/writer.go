@@ -260,7 +260,3 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) 
 	}
 	return nil
 }
-
-func (ss *session) write(ctx context.Context, b []byte) error {
-	return ss.writeFrames(ctx, []frame{{b: b}})
-}
