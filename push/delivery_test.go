@@ -385,3 +385,41 @@ func TestMarkReadSurvivesADeadlock(t *testing.T) {
 		t.Fatalf("%d rows still unread", v.unread)
 	}
 }
+
+// Recorded deletions are pruned after DeletionsRetention, and a client that
+// resumes from before the pruned ones gets a fresh snapshot, not a replay
+// that would miss them.
+func TestPrunedDeletionsMakeAnOldCursorResync(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *push.Config) {
+		c.DeletionsRetention = time.Millisecond
+		c.PruneInterval = 20 * time.Millisecond
+	})
+	c, ready := e.dial("alice", "")
+	v := newView()
+	v.apply(ready)
+	gone := e.insert("alice", "to be deleted")
+	e.insert("alice", "stays")
+	e.converge(c, v, "alice", 30*time.Second)
+	cursor := c.last
+	c.ws.CloseNow()
+	<-c.done
+
+	e.exec(`DELETE FROM notifications WHERE id = $1`, gone)
+	waitUntil(t, 30*time.Second, "the deletion to be recorded and pruned", func() bool {
+		var rows int
+		var horizon int64
+		err := e.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM notifications_deleted),
+			(SELECT horizon::text::bigint FROM notifications_deleted_horizon)`).Scan(&rows, &horizon)
+		return err == nil && rows == 0 && horizon > 0
+	})
+	r := e.dialRaw(e.wsURL(token(t, "alice"), cursor), nil)
+	m := r.next("ready")
+	if !m.Resync {
+		t.Fatalf("a resume from before pruned deletions was replayed: %s", m.Raw)
+	}
+	v.apply(m)
+	if d := v.diff(e.tableView("alice")); d != "" {
+		t.Fatalf("after the resync: %s", d)
+	}
+}
