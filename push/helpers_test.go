@@ -295,7 +295,7 @@ func (c *client) next(typ string) msg {
 			c.t.Fatalf("got %s, want %q", m.Raw, typ)
 		}
 		return m
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second): // a failure limit, generous for a loaded machine
 		c.t.Fatalf("timed out waiting for %q", typ)
 	}
 	return msg{}
@@ -304,7 +304,7 @@ func (c *client) next(typ string) msg {
 // nextMatching skips frames until one satisfies ok.
 func (c *client) nextMatching(what string, ok func(msg) bool) msg {
 	c.t.Helper()
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for {
 		select {
 		case m, open := <-c.frames:
