@@ -90,12 +90,11 @@ func (q *Queries) NotificationDeletedPrune(ctx context.Context, retentionSeconds
 
 const notificationDeletedSince = `-- name: NotificationDeletedSince :many
 WITH s AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-           (SELECT count(*) FROM notifications u
+    SELECT (SELECT count(*) FROM notifications u
             WHERE u.user_id = $1 AND u.read_at IS NULL)::bigint AS unread,
            (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 )
-SELECT s.xmin, s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
+SELECT s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
 FROM s LEFT JOIN LATERAL (
     SELECT DISTINCT x.id
     FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
@@ -117,7 +116,6 @@ type NotificationDeletedSinceParams struct {
 }
 
 type NotificationDeletedSinceRow struct {
-	Xmin    int64
 	Unread  int64
 	Horizon int64
 	Found   bool
@@ -127,9 +125,8 @@ type NotificationDeletedSinceRow struct {
 // The start of a replay: the ids of the user's rows deleted (or moved to
 // another user) by transactions at or above since that are not the user's
 // again, at most row_limit of them, after the keyset after_id; with the
-// user's unread count, the deletions' horizon (see NotificationSyncState)
-// and the snapshot's xmin, all from one snapshot. When there are none, one
-// row that found nothing.
+// user's unread count and the deletions' horizon (see NotificationSyncState),
+// all from one snapshot. When there are none, one row that found nothing.
 func (q *Queries) NotificationDeletedSince(ctx context.Context, arg NotificationDeletedSinceParams) ([]NotificationDeletedSinceRow, error) {
 	rows, err := q.db.Query(ctx, notificationDeletedSince,
 		arg.UserID,
@@ -145,7 +142,6 @@ func (q *Queries) NotificationDeletedSince(ctx context.Context, arg Notification
 	for rows.Next() {
 		var i NotificationDeletedSinceRow
 		if err := rows.Scan(
-			&i.Xmin,
 			&i.Unread,
 			&i.Horizon,
 			&i.Found,

@@ -82,11 +82,6 @@ func (d *delivered) wroteRow(id int64, xid uint64) {
 	d.wrote(&frame{rowID: id, xid: xid})
 }
 
-// wroteUnread records the unread count of a frame without rows (ready).
-func (d *delivered) wroteUnread(unread int64) {
-	d.unread, d.hasUnread = unread, true
-}
-
 // forget makes room: first the rows last written below the floor, then, if
 // that freed less than a quarter, every row.
 func (d *delivered) forget() {

@@ -88,7 +88,9 @@ func TestDeliveredSnapshotEcho(t *testing.T) {
 	d := newDelivered(trackedRows)
 	d.wroteRow(3, 50)
 	d.wroteRow(2, 40)
-	d.wroteUnread(2)
+	ready := frame{b: []byte("ready")}
+	ready.setUnread(2)
+	d.wrote(&ready)
 	offer(t, d, []step{
 		{"echo of 3", liveF(3, 50, 2, 50), false},
 		// Row 2 in the version the snapshot had, but read after row 4

@@ -194,7 +194,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 	}
 	// The count bounds nothing but the choice: rows that change meanwhile
 	// are replayed too, up to a generous limit.
-	_, unread, err := ss.replay(ctx, since, 4*s.cfg.ReplayLimit+deletedPage)
+	unread, err := ss.replay(ctx, since, 4*s.cfg.ReplayLimit+deletedPage)
 	if errors.Is(err, errTooFarBehind) {
 		s.metrics.resyncs.Inc()
 		return ss.snapshot(ctx, xmin, true)

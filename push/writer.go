@@ -91,7 +91,7 @@ func (ss *session) writeFailed(err error) {
 func (ss *session) catchUp(ctx context.Context, since Cursor) error {
 	delay := 100 * time.Millisecond
 	for {
-		_, _, err := ss.replay(ctx, since, 0)
+		_, err := ss.replay(ctx, since, 0)
 		if err == nil {
 			// The connection's cursor stays where it was (see
 			// conn.lastCur).
@@ -121,9 +121,8 @@ func (ss *session) catchUp(ctx context.Context, since Cursor) error {
 // client holds already are skipped (see delivered). maxFrames (0: none)
 // bounds the frames, past which it gives up with errTooFarBehind.
 //
-// It returns the xmin of its first query's snapshot (every transaction below
-// it is covered) and the unread count of its latest one.
-func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (xmin Cursor, unread int64, err error) {
+// It returns the unread count of its latest query's snapshot.
+func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (unread int64, err error) {
 	s := ss.s
 	written := 0
 	var afterID int64
@@ -134,16 +133,13 @@ func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (xmi
 			})
 		})
 		if err != nil {
-			return 0, 0, fmt.Errorf("replay deletions: %w", err)
+			return 0, fmt.Errorf("replay deletions: %w", err)
 		}
 		if len(rows) == 0 {
-			return 0, 0, fmt.Errorf("replay deletions: %w: no row", errDatabase)
+			return 0, fmt.Errorf("replay deletions: %w: no row", errDatabase)
 		}
-		if first {
-			xmin = Cursor(rows[0].Xmin)
-			if Cursor(rows[0].Horizon) > since {
-				return 0, 0, fmt.Errorf("%w: deletions since the cursor were pruned", errTooFarBehind)
-			}
+		if first && Cursor(rows[0].Horizon) > since {
+			return 0, fmt.Errorf("%w: deletions since the cursor were pruned", errTooFarBehind)
 		}
 		unread = rows[0].Unread
 		frames := make([]frame, 0, len(rows))
@@ -156,14 +152,14 @@ func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (xmi
 		written += len(frames)
 		if err := ss.writeFrames(ctx, frames); err != nil {
 			s.releasePage()
-			return 0, 0, err
+			return 0, err
 		}
 		s.releasePage()
 		if len(frames) < deletedPage {
 			break
 		}
 		if written > maxReplayDeleted || (maxFrames > 0 && written > maxFrames) {
-			return 0, 0, fmt.Errorf("%w: more than %d deletions", errTooFarBehind, written)
+			return 0, fmt.Errorf("%w: more than %d deletions", errTooFarBehind, written)
 		}
 	}
 
@@ -177,7 +173,7 @@ func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (xmi
 			})
 		})
 		if err != nil {
-			return 0, 0, fmt.Errorf("replay: %w", err)
+			return 0, fmt.Errorf("replay: %w", err)
 		}
 		frames := make([]frame, 0, len(rows))
 		for i := range rows {
@@ -195,13 +191,13 @@ func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (xmi
 		err = ss.writeFrames(ctx, frames)
 		s.releasePage()
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		if len(rows) < replayPage {
-			return xmin, unread, nil // that was the last page
+			return unread, nil // that was the last page
 		}
 		if maxFrames > 0 && written > maxFrames {
-			return 0, 0, fmt.Errorf("%w: more than %d changes", errTooFarBehind, written)
+			return 0, fmt.Errorf("%w: more than %d changes", errTooFarBehind, written)
 		}
 		last := rows[len(rows)-1].Notification
 		afterXid, afterID = int64(last.ChangedXid.Uint64), last.ID

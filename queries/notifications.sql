@@ -90,16 +90,14 @@ LIMIT @row_limit;
 -- The start of a replay: the ids of the user's rows deleted (or moved to
 -- another user) by transactions at or above since that are not the user's
 -- again, at most row_limit of them, after the keyset after_id; with the
--- user's unread count, the deletions' horizon (see NotificationSyncState)
--- and the snapshot's xmin, all from one snapshot. When there are none, one
--- row that found nothing.
+-- user's unread count and the deletions' horizon (see NotificationSyncState),
+-- all from one snapshot. When there are none, one row that found nothing.
 WITH s AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-           (SELECT count(*) FROM notifications u
+    SELECT (SELECT count(*) FROM notifications u
             WHERE u.user_id = @user_id AND u.read_at IS NULL)::bigint AS unread,
            (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 )
-SELECT s.xmin, s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
+SELECT s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
 FROM s LEFT JOIN LATERAL (
     SELECT DISTINCT x.id
     FROM notifications_deleted t CROSS JOIN LATERAL unnest(t.ids) AS x(id)
