@@ -53,6 +53,13 @@ func loadHistory(ctx context.Context, pool *pgxpool.Pool, table, userPrefix stri
 	if err != nil {
 		return fmt.Errorf("insert %d history rows into %s: %w", o.History, table, err)
 	}
+	if table == "notifications" {
+		// The triggers were off: count the history's unread rows, as a
+		// deployment that had them all along would have.
+		if _, err := pool.Exec(ctx, "SELECT notifications_unread_recount()"); err != nil {
+			return fmt.Errorf("count the history's unread rows: %w", err)
+		}
+	}
 	if _, err := pool.Exec(ctx, "VACUUM (ANALYZE) "+table); err != nil {
 		return fmt.Errorf("vacuum %s: %w", table, err)
 	}

@@ -51,3 +51,25 @@ type NotificationsDeletedHorizon struct {
 	Single  bool
 	Horizon pgtype.Uint64
 }
+
+// pgpush internal: unread rows per user, as of the last fold of notifications_unread_delta. Read the count from view notifications_unread_counts.
+type NotificationsUnread struct {
+	// The user.
+	UserID string
+	// Their unread rows, not counting notifications_unread_delta.
+	Unread int64
+}
+
+// pgpush: each user's unread notifications (rows with read_at NULL), exact in every snapshot; filter by user_id. A user without unread rows has 0 or no row.
+type NotificationsUnreadCount struct {
+	UserID string
+	Unread int64
+}
+
+// pgpush internal: per statement and user, how many rows became unread (negative: read or deleted); written by trigger notifications_count, folded into notifications_unread by pgpush serve every second.
+type NotificationsUnreadDeltum struct {
+	// The user.
+	UserID string
+	// The change of their unread count.
+	Delta int64
+}

@@ -90,8 +90,8 @@ func (q *Queries) NotificationDeletedPrune(ctx context.Context, retentionSeconds
 
 const notificationDeletedSince = `-- name: NotificationDeletedSince :many
 WITH s AS MATERIALIZED (
-    SELECT (SELECT count(*) FROM notifications u
-            WHERE u.user_id = $1 AND u.read_at IS NULL)::bigint AS unread,
+    SELECT (SELECT coalesce(sum(u.unread), 0) FROM notifications_unread_counts u
+            WHERE u.user_id = $1)::bigint AS unread,
            (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 )
 SELECT s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
@@ -264,7 +264,7 @@ WITH marked AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM marked)::bigint AS updated,
-       ((SELECT count(*) FROM notifications n WHERE n.user_id = $1::text AND n.read_at IS NULL)
+       ((SELECT coalesce(sum(c.unread), 0) FROM notifications_unread_counts c WHERE c.user_id = $1::text)
         - (SELECT count(*) FROM marked))::bigint AS unread
 `
 
@@ -287,7 +287,7 @@ WITH marked AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM marked)::bigint AS updated,
-       ((SELECT count(*) FROM notifications n WHERE n.user_id = $1::text AND n.read_at IS NULL)
+       ((SELECT coalesce(sum(c.unread), 0) FROM notifications_unread_counts c WHERE c.user_id = $1::text)
         - (SELECT count(*) FROM marked))::bigint AS unread
 `
 
@@ -301,8 +301,9 @@ type NotificationMarkReadRow struct {
 	Unread  int64
 }
 
-// Marks the user's listed rows read. The unread count is computed from the
-// same snapshot as the update, so it is the count right after it.
+// Marks the user's listed rows read. The unread count is read in the same
+// snapshot as the update (which does not see its own trigger's ledger rows),
+// less the rows it marked: the count right after it.
 func (q *Queries) NotificationMarkRead(ctx context.Context, arg NotificationMarkReadParams) (NotificationMarkReadRow, error) {
 	row := q.db.QueryRow(ctx, notificationMarkRead, arg.UserID, arg.Ids)
 	var i NotificationMarkReadRow
@@ -312,9 +313,9 @@ func (q *Queries) NotificationMarkRead(ctx context.Context, arg NotificationMark
 
 const notificationReplay = `-- name: NotificationReplay :many
 WITH c AS MATERIALIZED (
-    SELECT count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = $2 AND u.read_at IS NULL
+    SELECT coalesce(sum(u.unread), 0)::bigint AS unread
+    FROM notifications_unread_counts u
+    WHERE u.user_id = $2
 )
 SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid,
        (n.created_xid >= ($1::bigint)::text::xid8) AS created,
@@ -415,9 +416,9 @@ func (q *Queries) NotificationReplayCount(ctx context.Context, arg NotificationR
 
 const notificationSnapshot = `-- name: NotificationSnapshot :many
 WITH c AS MATERIALIZED (
-    SELECT count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = $1 AND u.read_at IS NULL
+    SELECT coalesce(sum(u.unread), 0)::bigint AS unread
+    FROM notifications_unread_counts u
+    WHERE u.user_id = $1
 )
 SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, c.unread
 FROM notifications n CROSS JOIN c
@@ -499,11 +500,12 @@ func (q *Queries) NotificationSyncState(ctx context.Context) (NotificationSyncSt
 }
 
 const notificationUnreadCount = `-- name: NotificationUnreadCount :one
-SELECT count(*)::bigint AS unread
-FROM notifications
-WHERE user_id = $1 AND read_at IS NULL
+SELECT coalesce((SELECT c.unread FROM notifications_unread_counts c WHERE c.user_id = $1), 0)::bigint AS unread
 `
 
+// Unread counts come from view notifications_unread_counts (kept by trigger
+// notifications_count, see migrations/00006): a few index lookups per user,
+// however many unread rows they have.
 func (q *Queries) NotificationUnreadCount(ctx context.Context, userID string) (int64, error) {
 	row := q.db.QueryRow(ctx, notificationUnreadCount, userID)
 	var unread int64
@@ -512,27 +514,21 @@ func (q *Queries) NotificationUnreadCount(ctx context.Context, userID string) (i
 }
 
 const notificationUnreadCounts = `-- name: NotificationUnreadCounts :many
-SELECT user_id, count(*)::bigint AS unread
-FROM notifications
-WHERE user_id = ANY($1::text[]) AND read_at IS NULL
-GROUP BY user_id
+SELECT c.user_id, c.unread
+FROM notifications_unread_counts c
+WHERE c.user_id = ANY($1::text[])
 `
 
-type NotificationUnreadCountsRow struct {
-	UserID string
-	Unread int64
-}
-
-// Unread counts of several users at once; users without unread rows are absent.
-func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string) ([]NotificationUnreadCountsRow, error) {
+// Unread counts of several users at once; users without unread rows may be absent.
+func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string) ([]NotificationsUnreadCount, error) {
 	rows, err := q.db.Query(ctx, notificationUnreadCounts, userIds)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []NotificationUnreadCountsRow
+	var items []NotificationsUnreadCount
 	for rows.Next() {
-		var i NotificationUnreadCountsRow
+		var i NotificationsUnreadCount
 		if err := rows.Scan(&i.UserID, &i.Unread); err != nil {
 			return nil, err
 		}
@@ -542,6 +538,34 @@ func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string
 		return nil, err
 	}
 	return items, nil
+}
+
+const notificationUnreadFold = `-- name: NotificationUnreadFold :one
+WITH turn AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('pgpush.unread_fold.' || current_schema())) AS mine
+), folded AS (
+    DELETE FROM notifications_unread_delta d
+    WHERE (SELECT turn.mine FROM turn)
+    RETURNING d.user_id, d.delta
+), added AS (
+    INSERT INTO notifications_unread AS u (user_id, unread)
+    SELECT f.user_id, sum(f.delta) FROM folded f GROUP BY f.user_id ORDER BY f.user_id
+    ON CONFLICT (user_id) DO UPDATE SET unread = u.unread + excluded.unread
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM folded)::bigint AS folded
+`
+
+// Folds the unread counts' ledger into the per-user totals: every ledger row
+// this statement sees is deleted and added to its user's total, so the view's
+// sums stay the same in every snapshot (rows written meanwhile wait for the
+// next fold). One node folds at a time (the others find the lock taken and
+// fold nothing); totals are updated in user order.
+func (q *Queries) NotificationUnreadFold(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, notificationUnreadFold)
+	var folded int64
+	err := row.Scan(&folded)
+	return folded, err
 }
 
 const notificationWatermark = `-- name: NotificationWatermark :one
@@ -557,10 +581,9 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 
 const notificationsByIDs = `-- name: NotificationsByIDs :many
 WITH c AS MATERIALIZED (
-    SELECT x.user_id, count(*) AS unread
-    FROM notifications x
-    WHERE x.user_id = ANY($2::text[]) AND x.read_at IS NULL
-    GROUP BY x.user_id
+    SELECT x.user_id, x.unread
+    FROM notifications_unread_counts x
+    WHERE x.user_id = ANY($2::text[])
 )
 SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, coalesce(c.unread, 0)::bigint AS unread
 FROM notifications n

@@ -31,3 +31,31 @@ func (s *Server) prune(ctx context.Context) {
 		t.Reset(s.cfg.PruneInterval)
 	}
 }
+
+// foldInterval is how often the ledger of unread counts
+// (notifications_unread_delta) is folded into the per-user totals: a count
+// read between two folds sums a user's total and the few ledger rows
+// written since.
+const foldInterval = time.Second
+
+// foldUnread folds the unread counts' ledger until ctx ends. Every node
+// folds; one at a time, the others skip their turn (see the query).
+func (s *Server) foldUnread(ctx context.Context) {
+	t := time.NewTicker(foldInterval)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+		_, err := s.q.NotificationUnreadFold(qctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			// A database outage is reported by the listener; the ledger
+			// stays exact meanwhile and is folded later.
+			s.log.Debug("folding unread counts failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -50,7 +50,7 @@ type Server struct {
 	started  bool
 	closed   bool
 	stopBg   context.CancelFunc
-	bg       sync.WaitGroup // listener, dispatcher and pruner
+	bg       sync.WaitGroup // listener, dispatcher, pruner and folder
 	sessions sync.WaitGroup // WebSocket handlers
 	draining bool
 }
@@ -102,6 +102,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bg.Go(func() { s.disp.run(bg) })
 	s.bg.Go(func() { s.lis.run(bg) })
 	s.bg.Go(func() { s.prune(bg) })
+	s.bg.Go(func() { s.foldUnread(bg) })
 	s.started = true
 	// Wait (bounded by ctx) for the first LISTEN, so that the node is
 	// ready when Start returns; if the database is slow, Start returns

@@ -7,16 +7,36 @@ ORDER BY id DESC
 LIMIT @row_limit;
 
 -- name: NotificationUnreadCount :one
-SELECT count(*)::bigint AS unread
-FROM notifications
-WHERE user_id = @user_id AND read_at IS NULL;
+-- Unread counts come from view notifications_unread_counts (kept by trigger
+-- notifications_count, see migrations/00006): a few index lookups per user,
+-- however many unread rows they have.
+SELECT coalesce((SELECT c.unread FROM notifications_unread_counts c WHERE c.user_id = @user_id), 0)::bigint AS unread;
 
 -- name: NotificationUnreadCounts :many
--- Unread counts of several users at once; users without unread rows are absent.
-SELECT user_id, count(*)::bigint AS unread
-FROM notifications
-WHERE user_id = ANY(@user_ids::text[]) AND read_at IS NULL
-GROUP BY user_id;
+-- Unread counts of several users at once; users without unread rows may be absent.
+SELECT c.user_id, c.unread
+FROM notifications_unread_counts c
+WHERE c.user_id = ANY(@user_ids::text[]);
+
+-- name: NotificationUnreadFold :one
+-- Folds the unread counts' ledger into the per-user totals: every ledger row
+-- this statement sees is deleted and added to its user's total, so the view's
+-- sums stay the same in every snapshot (rows written meanwhile wait for the
+-- next fold). One node folds at a time (the others find the lock taken and
+-- fold nothing); totals are updated in user order.
+WITH turn AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('pgpush.unread_fold.' || current_schema())) AS mine
+), folded AS (
+    DELETE FROM notifications_unread_delta d
+    WHERE (SELECT turn.mine FROM turn)
+    RETURNING d.user_id, d.delta
+), added AS (
+    INSERT INTO notifications_unread AS u (user_id, unread)
+    SELECT f.user_id, sum(f.delta) FROM folded f GROUP BY f.user_id ORDER BY f.user_id
+    ON CONFLICT (user_id) DO UPDATE SET unread = u.unread + excluded.unread
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM folded)::bigint AS folded;
 
 -- name: NotificationSyncState :one
 -- The state a new connection starts from. xmin is a watermark: every
@@ -35,9 +55,9 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
 -- the user's unread count, read in one snapshot with them (a user without
 -- rows has no unread ones).
 WITH c AS MATERIALIZED (
-    SELECT count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = @user_id AND u.read_at IS NULL
+    SELECT coalesce(sum(u.unread), 0)::bigint AS unread
+    FROM notifications_unread_counts u
+    WHERE u.user_id = @user_id
 )
 SELECT sqlc.embed(n), c.unread
 FROM notifications n CROSS JOIN c
@@ -54,10 +74,9 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 -- The counts are a materialized CTE so that they are taken once whatever
 -- join the (generic) plan picks.
 WITH c AS MATERIALIZED (
-    SELECT x.user_id, count(*) AS unread
-    FROM notifications x
-    WHERE x.user_id = ANY(@user_ids::text[]) AND x.read_at IS NULL
-    GROUP BY x.user_id
+    SELECT x.user_id, x.unread
+    FROM notifications_unread_counts x
+    WHERE x.user_id = ANY(@user_ids::text[])
 )
 SELECT sqlc.embed(n), coalesce(c.unread, 0)::bigint AS unread
 FROM notifications n
@@ -72,9 +91,9 @@ ORDER BY n.id;
 -- match the row it carries; see push/delivered.go). created is true when the
 -- row was inserted at or after since, i.e. the client never saw it.
 WITH c AS MATERIALIZED (
-    SELECT count(*)::bigint AS unread
-    FROM notifications u
-    WHERE u.user_id = @user_id AND u.read_at IS NULL
+    SELECT coalesce(sum(u.unread), 0)::bigint AS unread
+    FROM notifications_unread_counts u
+    WHERE u.user_id = @user_id
 )
 SELECT sqlc.embed(n),
        (n.created_xid >= (@since::bigint)::text::xid8) AS created,
@@ -93,8 +112,8 @@ LIMIT @row_limit;
 -- user's unread count and the deletions' horizon (see NotificationSyncState),
 -- all from one snapshot. When there are none, one row that found nothing.
 WITH s AS MATERIALIZED (
-    SELECT (SELECT count(*) FROM notifications u
-            WHERE u.user_id = @user_id AND u.read_at IS NULL)::bigint AS unread,
+    SELECT (SELECT coalesce(sum(u.unread), 0) FROM notifications_unread_counts u
+            WHERE u.user_id = @user_id)::bigint AS unread,
            (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
 )
 SELECT s.unread, s.horizon, (d.id IS NOT NULL)::bool AS found, coalesce(d.id, 0)::bigint AS id
@@ -127,15 +146,16 @@ WITH gone AS (
 SELECT (SELECT count(*) FROM gone)::bigint AS pruned;
 
 -- name: NotificationMarkRead :one
--- Marks the user's listed rows read. The unread count is computed from the
--- same snapshot as the update, so it is the count right after it.
+-- Marks the user's listed rows read. The unread count is read in the same
+-- snapshot as the update (which does not see its own trigger's ledger rows),
+-- less the rows it marked: the count right after it.
 WITH marked AS (
     UPDATE notifications SET read_at = now()
     WHERE user_id = @user_id AND id = ANY(@ids::bigint[]) AND read_at IS NULL
     RETURNING id
 )
 SELECT (SELECT count(*) FROM marked)::bigint AS updated,
-       ((SELECT count(*) FROM notifications n WHERE n.user_id = @user_id::text AND n.read_at IS NULL)
+       ((SELECT coalesce(sum(c.unread), 0) FROM notifications_unread_counts c WHERE c.user_id = @user_id::text)
         - (SELECT count(*) FROM marked))::bigint AS unread;
 
 -- name: NotificationMarkAllRead :one
@@ -145,7 +165,7 @@ WITH marked AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM marked)::bigint AS updated,
-       ((SELECT count(*) FROM notifications n WHERE n.user_id = @user_id::text AND n.read_at IS NULL)
+       ((SELECT coalesce(sum(c.unread), 0) FROM notifications_unread_counts c WHERE c.user_id = @user_id::text)
         - (SELECT count(*) FROM marked))::bigint AS unread;
 
 -- name: NotificationInsert :one
