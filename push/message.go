@@ -153,10 +153,10 @@ func deletedFrame(id, unread int64, cur Cursor) []byte {
 	return append(b, '}')
 }
 
-// readyFrame encodes "ready". list is nil on a resume (no "notifications"
-// field); resync marks a snapshot sent in place of a replay too long to send.
-func readyFrame(userID string, unread int64, cur Cursor, list []db.Notification, withList, resync bool) []byte {
-	b := make([]byte, 0, 128+512*len(list))
+// readyFrame appends "ready" to b. list is nil on a resume (no
+// "notifications" field); resync marks a snapshot sent in place of a replay
+// too long to send.
+func readyFrame(b []byte, userID string, unread int64, cur Cursor, list []db.NotificationSnapshotRow, withList, resync bool) []byte {
 	b = append(b, `{"type":"ready","user_id":`...)
 	b = appendString(b, userID)
 	b = append(b, `,"unread":`...)
@@ -169,7 +169,7 @@ func readyFrame(userID string, unread int64, cur Cursor, list []db.Notification,
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendNotification(b, &list[i])
+			b = appendNotification(b, &list[i].Notification)
 		}
 		b = append(b, ']')
 	}

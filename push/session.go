@@ -203,7 +203,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		return err
 	}
 	ready := max(since, xmin)
-	f := frame{b: readyFrame(ss.userID, unread, ready, nil, false, false)}
+	f := frame{b: readyFrame(nil, ss.userID, unread, ready, nil, false, false)}
 	f.setUnread(unread)
 	return ss.writeFrames(ctx, []frame{f})
 }
@@ -221,17 +221,15 @@ func (ss *session) snapshot(ctx context.Context, cur Cursor, resync bool) error 
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	var unread int64 // a user without rows has no unread ones
-	list := make([]db.Notification, len(rows))
-	for i := range rows {
-		list[i] = rows[i].Notification
-		unread = rows[i].Unread
+	if len(rows) > 0 {
+		unread = rows[0].Unread
 	}
 	// The client replaces its list: it holds these rows and nothing else.
 	ss.sent = newDelivered(trackedRows)
-	for i := range list {
-		ss.sent.wroteRow(list[i].ID, list[i].ChangedXid.Uint64)
+	for i := range rows {
+		ss.sent.wroteRow(rows[i].Notification.ID, rows[i].Notification.ChangedXid.Uint64)
 	}
-	f := frame{b: readyFrame(ss.userID, unread, cur, list, true, resync)}
+	f := frame{b: readyFrame(make([]byte, 0, 128+512*len(rows)), ss.userID, unread, cur, rows, true, resync)}
 	f.setUnread(unread)
 	return ss.writeFrames(ctx, []frame{f})
 }
