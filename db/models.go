@@ -70,6 +70,14 @@ type NotificationsUnreadCount struct {
 type NotificationsUnreadDeltum struct {
 	// The user.
 	UserID string
+	// The transaction that made the change.
+	DeltaXid pgtype.Uint64
 	// The change of their unread count.
 	Delta int64
+}
+
+// pgpush internal: one row; the ledger rows of every transaction below "below" are in notifications_unread.
+type NotificationsUnreadFolded struct {
+	Single bool
+	Below  pgtype.Uint64
 }

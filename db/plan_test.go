@@ -61,8 +61,10 @@ func TestPlansUseIndexes(t *testing.T) {
 	// replans pgpush's sessions, so a scan plan does not outlive its size.
 	check := func(state string, conn *pgx.Conn, smallDeletions bool) {
 		tables := pgpushTables(t, conn)
-		// A one-row table (a CHECK constraint keeps it so).
-		tables = slices.DeleteFunc(tables, func(s string) bool { return s == "notifications_deleted_horizon" })
+		// One-row tables (a CHECK constraint keeps them so).
+		tables = slices.DeleteFunc(tables, func(s string) bool {
+			return s == "notifications_deleted_horizon" || s == "notifications_unread_folded"
+		})
 		if smallDeletions {
 			tables = slices.DeleteFunc(tables, func(s string) bool { return s == "notifications_deleted" })
 		}
@@ -70,7 +72,11 @@ func TestPlansUseIndexes(t *testing.T) {
 			t.Run(q.name+"/"+state, func(t *testing.T) {
 				plan := explain(t, conn, q)
 				known := knownHazards[q.name]
-				for _, p := range hazards(plan, tables) {
+				scanned := tables
+				if queue, ok := readsWholeQueue[q.name]; ok {
+					scanned = slices.DeleteFunc(slices.Clone(tables), func(s string) bool { return s == queue })
+				}
+				for _, p := range hazards(plan, scanned) {
 					if slices.ContainsFunc(known, func(k string) bool { return strings.Contains(p, k) }) {
 						t.Logf("known hazard (issue 12): %s on a table %s: %s", q.name, state, p)
 						seenKnown[q.name] = true
@@ -105,6 +111,14 @@ func TestPlansUseIndexes(t *testing.T) {
 // logged, not failed, and the test fails once one is gone, so the list
 // stays true.
 var knownHazards = map[string][]string{}
+
+// readsWholeQueue names, by query, a table the query reads whole by design:
+// the unread counts' ledger is a queue that the fold empties every second
+// (it deletes every row it reads but those of transactions still running),
+// so the scan is the work itself and does not grow with the table.
+var readsWholeQueue = map[string]string{
+	"NotificationUnreadFold": "notifications_unread_delta",
+}
 
 // seenKnown records which known hazards were met.
 var seenKnown = map[string]bool{}
@@ -377,13 +391,9 @@ func (n *planNode) indexed() bool {
 // pair of its outer and (unindexed) inner rows against a join filter.
 func hazards(plan planNode, tables []string) []string {
 	var out []string
-	var walk func(n *planNode, parent string)
-	walk = func(n *planNode, parent string) {
-		// A scan that filters nothing right under a Limit reads only the
-		// first rows; under a Delete, it reads only the rows it deletes
-		// (the unread ledger's fold): neither grows with the table.
-		used := (parent == "Limit" || parent == "ModifyTable") && n.Filter == ""
-		if n.NodeType == "Seq Scan" && slices.Contains(tables, n.Relation) && !used {
+	var walk func(n *planNode)
+	walk = func(n *planNode) {
+		if n.NodeType == "Seq Scan" && slices.Contains(tables, n.Relation) {
 			out = append(out, fmt.Sprintf("Seq Scan on %s (alias %s) reads the whole table", n.Relation, n.Alias))
 		}
 		if n.NodeType == "Nested Loop" && n.JoinFilter != "" {
@@ -395,16 +405,11 @@ func hazards(plan planNode, tables []string) []string {
 				}
 			}
 		}
-		// A Result (a one-time filter) passes its parent's rows on.
-		above := n.NodeType
-		if above == "Result" {
-			above = parent
-		}
 		for i := range n.Plans {
-			walk(&n.Plans[i], above)
+			walk(&n.Plans[i])
 		}
 	}
-	walk(&plan, "")
+	walk(&plan)
 	return out
 }
 
@@ -466,23 +471,5 @@ func TestHazardsFindsTheKnownBadPlans(t *testing.T) {
 	p.Plans[2] = planNode{NodeType: "Index Scan", Parent: "Inner", Relation: "notifications", Index: "notifications_pkey"}
 	if got := hazards(p, []string{"other"}); len(got) != 0 {
 		t.Errorf("hazards of an indexed nested loop: %q", got)
-	}
-	// A scan for the first rows (under a Limit) is not one, unless it
-	// filters: then it may read the whole table to find them.
-	first := planNode{NodeType: "Limit", Plans: []planNode{{NodeType: "Seq Scan", Parent: "Outer", Relation: "notifications_unread_delta", Alias: "x"}}}
-	if got := hazards(first, []string{"notifications_unread_delta"}); len(got) != 0 {
-		t.Errorf("hazards of a scan for the first rows: %q", got)
-	}
-	first.Plans[0].Filter = "(x.delta > 0)"
-	if got := hazards(first, []string{"notifications_unread_delta"}); len(got) != 1 {
-		t.Errorf("hazards of a filtering scan under a Limit: %q; want the scan", got)
-	}
-	deleteAll := planNode{NodeType: "ModifyTable", Plans: []planNode{{NodeType: "Result", Plans: first.Plans}}}
-	if got := hazards(deleteAll, []string{"notifications_unread_delta"}); len(got) != 1 {
-		t.Errorf("hazards of a filtering scan under a Delete: %q; want the scan", got)
-	}
-	deleteAll.Plans[0].Plans[0].Filter = ""
-	if got := hazards(deleteAll, []string{"notifications_unread_delta"}); len(got) != 0 {
-		t.Errorf("hazards of a Delete of every row: %q", got)
 	}
 }

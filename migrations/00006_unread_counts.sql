@@ -9,6 +9,14 @@
 -- into notifications_unread every second, and the count is the sum of both
 -- (view notifications_unread_counts), read in the same snapshot as the rows:
 -- exact, and bounded by the few ledger rows since the last fold.
+--
+-- A fold takes the ledger rows of every transaction below its snapshot's
+-- xmin (all finished: the committed ones are all visible to it), adds them
+-- to the totals, deletes them, and raises notifications_unread_folded to
+-- that xmin, all in one transaction; the view counts only ledger rows at or
+-- above it. So a reader's index range starts above the folded rows and never
+-- visits them while they wait, dead, for VACUUM (a queue table's rows would
+-- otherwise cost every read a heap page each).
 
 -- Writers wait while the counts are taken, so none is missed.
 LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE;
@@ -19,10 +27,17 @@ CREATE TABLE notifications_unread (
 ) WITH (fillfactor = 70);
 
 CREATE TABLE notifications_unread_delta (
-    user_id text   NOT NULL,
-    delta   bigint NOT NULL
+    user_id   text   NOT NULL,
+    delta_xid xid8   NOT NULL DEFAULT pg_current_xact_id(),
+    delta     bigint NOT NULL
 );
-CREATE INDEX notifications_unread_delta_user_id_idx ON notifications_unread_delta (user_id);
+CREATE INDEX notifications_unread_delta_user_id_xid_idx ON notifications_unread_delta (user_id, delta_xid);
+
+CREATE TABLE notifications_unread_folded (
+    single boolean PRIMARY KEY DEFAULT true CHECK (single),
+    below  xid8    NOT NULL
+);
+INSERT INTO notifications_unread_folded (below) VALUES ('0');
 
 COMMENT ON TABLE notifications_unread IS
     'pgpush internal: unread rows per user, as of the last fold of notifications_unread_delta. Read the count from view notifications_unread_counts.';
@@ -31,8 +46,11 @@ COMMENT ON COLUMN notifications_unread.unread IS 'Their unread rows, not countin
 COMMENT ON TABLE notifications_unread_delta IS
     'pgpush internal: per statement and user, how many rows became unread (negative: read or deleted); written by trigger notifications_count, folded into notifications_unread by pgpush serve every second.';
 COMMENT ON COLUMN notifications_unread_delta.user_id IS 'The user.';
+COMMENT ON COLUMN notifications_unread_delta.delta_xid IS 'The transaction that made the change.';
 COMMENT ON COLUMN notifications_unread_delta.delta IS 'The change of their unread count.';
-COMMENT ON INDEX notifications_unread_delta_user_id_idx IS 'pgpush: a user''s changes not folded yet.';
+COMMENT ON INDEX notifications_unread_delta_user_id_xid_idx IS 'pgpush: a user''s changes not folded yet.';
+COMMENT ON TABLE notifications_unread_folded IS
+    'pgpush internal: one row; the ledger rows of every transaction below "below" are in notifications_unread.';
 
 CREATE VIEW notifications_unread_counts AS
 SELECT c.user_id, sum(c.unread)::bigint AS unread
@@ -40,6 +58,7 @@ FROM (
     SELECT u.user_id, u.unread FROM notifications_unread u
     UNION ALL
     SELECT d.user_id, d.delta FROM notifications_unread_delta d
+    WHERE d.delta_xid >= (SELECT f.below FROM notifications_unread_folded f)
 ) c
 GROUP BY c.user_id;
 
@@ -133,6 +152,9 @@ DECLARE
     users bigint;
 BEGIN
     LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE;
+    -- Every ledger row is in the recount: the ones written from here on
+    -- come after it.
+    UPDATE notifications_unread_folded SET below = pg_current_xact_id();
     DELETE FROM notifications_unread_delta;
     DELETE FROM notifications_unread;
     INSERT INTO notifications_unread (user_id, unread)
@@ -159,5 +181,6 @@ DROP TRIGGER notifications_count_delete ON notifications;
 DROP TRIGGER notifications_count_truncate ON notifications;
 DROP FUNCTION notifications_count();
 DROP VIEW notifications_unread_counts;
+DROP TABLE notifications_unread_folded;
 DROP TABLE notifications_unread_delta;
 DROP TABLE notifications_unread;

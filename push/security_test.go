@@ -878,6 +878,7 @@ func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	mustExec(t, admin, `GRANT SELECT ON notifications_unread_counts TO `+role)
 	mustExec(t, admin, `GRANT SELECT, INSERT, UPDATE ON notifications_unread TO `+role)
 	mustExec(t, admin, `GRANT SELECT, DELETE ON notifications_unread_delta TO `+role)
+	mustExec(t, admin, `GRANT SELECT, UPDATE ON notifications_unread_folded TO `+role)
 	roleURL := withRole(t, dbURL, role, password, "")
 
 	v, err := auth.New(ctx, auth.Config{Secret: testSecret, Logger: logger})
@@ -1017,6 +1018,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		`GRANT SELECT ON %[1]s.notifications_unread_counts TO %[2]s`,
 		`GRANT SELECT, INSERT, UPDATE ON %[1]s.notifications_unread TO %[2]s`,
 		`GRANT SELECT, DELETE ON %[1]s.notifications_unread_delta TO %[2]s`,
+		`GRANT SELECT, UPDATE ON %[1]s.notifications_unread_folded TO %[2]s`,
 		// An application that writes notifications (not pgpush).
 		`GRANT USAGE ON SCHEMA %[1]s TO %[3]s`,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON %[1]s.notifications TO %[3]s`,

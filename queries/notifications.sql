@@ -19,21 +19,29 @@ FROM notifications_unread_counts c
 WHERE c.user_id = ANY(@user_ids::text[]);
 
 -- name: NotificationUnreadFold :one
--- Folds the unread counts' ledger into the per-user totals: every ledger row
--- this statement sees is deleted and added to its user's total, so the view's
--- sums stay the same in every snapshot (rows written meanwhile wait for the
--- next fold). One node folds at a time (the others find the lock taken and
--- fold nothing); totals are updated in user order.
+-- Folds the unread counts' ledger into the per-user totals: the rows of every
+-- transaction below this statement's snapshot xmin (all finished, so every
+-- committed one is visible here) are deleted, added to their users' totals,
+-- and notifications_unread_folded is raised to that xmin, so the view, which
+-- counts only ledger rows at or above it, gives the same sums in every
+-- snapshot (see migrations/00006). One node folds at a time (the others find
+-- the lock taken and fold nothing); totals are updated in user order.
 WITH turn AS MATERIALIZED (
-    SELECT pg_try_advisory_xact_lock(hashtext('pgpush.unread_fold.' || current_schema())) AS mine
+    SELECT pg_try_advisory_xact_lock(hashtext('pgpush.unread_fold.' || current_schema())) AS mine,
+           pg_snapshot_xmin(pg_current_snapshot()) AS below
 ), folded AS (
     DELETE FROM notifications_unread_delta d
-    WHERE (SELECT turn.mine FROM turn)
+    WHERE (SELECT turn.mine FROM turn) AND d.delta_xid < (SELECT turn.below FROM turn)
     RETURNING d.user_id, d.delta
 ), added AS (
     INSERT INTO notifications_unread AS u (user_id, unread)
     SELECT f.user_id, sum(f.delta) FROM folded f GROUP BY f.user_id ORDER BY f.user_id
     ON CONFLICT (user_id) DO UPDATE SET unread = u.unread + excluded.unread
+    RETURNING 1
+), raised AS (
+    UPDATE notifications_unread_folded
+    SET below = greatest(below, (SELECT turn.below FROM turn))
+    WHERE (SELECT turn.mine FROM turn)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM folded)::bigint AS folded;
@@ -70,17 +78,18 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
 -- name: NotificationsByIDs :many
 -- The rows behind a batch of NOTIFY hints, only for users connected here,
--- each with its user's unread count, so that a batch costs one round trip.
--- The counts are a materialized CTE so that they are taken once whatever
--- join the (generic) plan picks.
+-- each with its user's unread count read in the same snapshot, so that a
+-- batch costs one round trip. The counts are read once per user into one
+-- jsonb object (user id -> count) and each row looks its user up in it by
+-- key: a join of rows to counts may be planned as a nested loop that
+-- compares every row with every user (the generic plan expects one row).
 WITH c AS MATERIALIZED (
-    SELECT x.user_id, x.unread
+    SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}') AS unread
     FROM notifications_unread_counts x
     WHERE x.user_id = ANY(@user_ids::text[])
 )
-SELECT sqlc.embed(n), coalesce(c.unread, 0)::bigint AS unread
-FROM notifications n
-LEFT JOIN c ON c.user_id = n.user_id
+SELECT sqlc.embed(n), coalesce((c.unread ->> n.user_id)::bigint, 0)::bigint AS unread
+FROM notifications n CROSS JOIN c
 WHERE n.id = ANY(@ids::bigint[]) AND n.user_id = ANY(@user_ids::text[])
 ORDER BY n.id;
 

@@ -126,6 +126,7 @@ var derivedTables = map[string]bool{
 	"notifications_deleted_horizon": true,
 	"notifications_unread":          true,
 	"notifications_unread_delta":    true,
+	"notifications_unread_folded":   true,
 }
 
 // migrateDown rolls back one migration; one whose Down drops tables that hold
