@@ -25,6 +25,12 @@
 // connection writes passes through one rule, delivered.redundant, which skips
 // only what would change nothing the client holds.
 //
+// Unread counts are not counted from the table: trigger notifications_count
+// appends each statement's change per user to a ledger, which every node
+// folds into per-user totals every second (foldUnread, one node at a time);
+// view notifications_unread_counts sums both, exact in every snapshot and a
+// few index lookups per user however many rows the user has.
+//
 // A Server is safe for concurrent use. Create it with New, Start it, serve
 // its Handler, and Shutdown or Close it.
 package push
