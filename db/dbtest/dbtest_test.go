@@ -104,7 +104,10 @@ func TestTemplateMigrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"notifications_notify_delete", "notifications_notify_insert", "notifications_notify_update", "notifications_stamp"}
+	want := []string{
+		"notifications_count_delete", "notifications_count_insert", "notifications_count_truncate", "notifications_count_update",
+		"notifications_notify_delete", "notifications_notify_insert", "notifications_notify_update", "notifications_stamp",
+	}
 	if !slices.Equal(triggers, want) {
 		t.Errorf("triggers = %v, want %v", triggers, want)
 	}
