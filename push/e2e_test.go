@@ -360,7 +360,7 @@ func TestAStatementOf100000RowsIsDeliveredInFull(t *testing.T) {
 		t.Skip("long")
 	}
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, patientClients)
 	c, _ := e.dial("alice", "")
 	other, _ := e.dial("bob", "")
 	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'alice', 'n' || g FROM generate_series(1, 100000) g`)
@@ -427,7 +427,7 @@ func TestABurstSendsEachRowOnce(t *testing.T) {
 		t.Skip("long")
 	}
 	t.Parallel()
-	burstOnce(t, newEnv(t, nil), 100, 100_000)
+	burstOnce(t, newEnv(t, patientClients), 100, 100_000)
 }
 
 // With room for a single replay page on the node, a burst's catch-ups take

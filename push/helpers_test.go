@@ -98,6 +98,13 @@ func (e *env) waitReady(ready bool, timeout time.Duration) {
 	})
 }
 
+// patientClients is a Config tweak for tests that deliver a flood to a
+// client that reads as fast as it can: on a loaded machine, under -race,
+// the test's reader can be starved of CPU for longer than the default write
+// timeout, and the server would drop it as a slow consumer (the behaviour
+// under test in TestAClientThatStopsReadingCostsBoundedMemory).
+func patientClients(c *push.Config) { c.WriteTimeout = time.Minute }
+
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("PGPUSH_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -240,7 +247,9 @@ func (e *env) dial(user, cursor string) (*client, msg) {
 
 func (e *env) dialRaw(u string, opts *websocket.DialOptions) *client {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A failure limit, generous for a loaded machine: under -race beside
+	// other work a handshake has taken more than 10 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws, res, err := websocket.Dial(ctx, u, opts)
 	if err != nil {
