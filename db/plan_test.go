@@ -33,16 +33,17 @@ const bigTableRows = 1_000_000
 const smallTableRows = 300
 
 // TestPlansUseIndexes EXPLAINs every query sqlc generates, as pgpush's
-// sessions plan them (plan_cache_mode=force_generic_plan and
-// enable_seqscan=off, set in cmd/pgpush/db.go: one generic plan per
-// session, kept until the table's
-// statistics change), on a just-migrated table that was never analyzed (the
-// first minutes of a deployment), after autovacuum's first ANALYZE of it at
-// a few hundred rows (the plans then made serve until the next one, however
-// much the table grows meanwhile), on a table of a million rows never
-// analyzed (the planner guesses from its size alone) and after its ANALYZE. It fails on a sequential scan of a pgpush table
-// or a nested loop that filters each outer row against an unindexed inner
-// set: both grow with the table (or the batch) on every call.
+// sessions plan them (plan_cache_mode=force_generic_plan, enable_seqscan=off
+// and jit=off, set in cmd/pgpush/db.go: one generic plan per session, kept
+// until the table's statistics change), on a just-migrated table that was
+// never analyzed (the first minutes of a deployment), after autovacuum's
+// first ANALYZE of it at a few hundred rows (the plans then made serve until
+// the next one, however much the table grows meanwhile), on a table of a
+// million rows never analyzed (the planner guesses from its size alone) and
+// after its ANALYZE. It fails on a sequential scan of a pgpush table (with
+// sequential scans off, one means the query has no index it can use) or a
+// nested loop that filters each outer row against an unindexed inner set:
+// both grow with the table (or the batch) on every call.
 //
 // New queries are covered as they are added: the test reads the generated
 // constants (`-- name: X` and the SQL, with $n parameters) from this
@@ -56,61 +57,33 @@ func TestPlansUseIndexes(t *testing.T) {
 	if len(queries) == 0 {
 		t.Fatal("no generated queries found")
 	}
-	// smallDeletions: notifications_deleted holds a few rows (one per
-	// deleting statement and user), so scanning it whole is the right plan;
-	// autovacuum analyzes it every 5% of growth (migration 00005), which
-	// replans pgpush's sessions, so a scan plan does not outlive its size.
-	check := func(state string, conn *pgx.Conn, smallDeletions bool) {
+	check := func(state string, conn *pgx.Conn) {
 		tables := pgpushTables(t, conn)
 		// One-row tables (a CHECK constraint keeps them so).
 		tables = slices.DeleteFunc(tables, func(s string) bool {
 			return s == "notifications_deleted_horizon" || s == "notifications_unread_folded"
 		})
-		if smallDeletions {
-			tables = slices.DeleteFunc(tables, func(s string) bool { return s == "notifications_deleted" })
-		}
 		for _, q := range queries {
 			t.Run(q.name+"/"+state, func(t *testing.T) {
 				plan := explain(t, conn, q)
-				known := knownHazards[q.name]
 				for _, p := range hazards(plan, tables) {
-					if slices.ContainsFunc(known, func(k string) bool { return strings.Contains(p, k) }) {
-						t.Logf("known hazard (issue 12): %s on a table %s: %s", q.name, state, p)
-						seenKnown[q.name] = true
-						continue
-					}
 					t.Errorf("%s on a table %s: %s\n%s", q.name, state, p, renderPlan(plan))
 				}
 			})
 		}
 	}
-	check("empty, never analyzed", planConn(t, dbtest.NewDB(t)), true)
+	check("empty, never analyzed", planConn(t, dbtest.NewDB(t)))
 	small := dbtest.NewDB(t)
 	analyzeSmall(t, small)
-	check(fmt.Sprintf("analyzed at %d rows", smallTableRows), planConn(t, small), true)
+	check(fmt.Sprintf("analyzed at %d rows", smallTableRows), planConn(t, small))
 	big := dbtest.NewDB(t)
 	fillTable(t, big)
 	// Each state gets a session of its own, as a cached generic plan is
 	// per session.
-	check(fmt.Sprintf("of %d rows, never analyzed", bigTableRows), planConn(t, big), true)
+	check(fmt.Sprintf("of %d rows, never analyzed", bigTableRows), planConn(t, big))
 	analyze(t, big)
-	check(fmt.Sprintf("of %d rows, analyzed", bigTableRows), planConn(t, big), false)
-	for name := range knownHazards {
-		if !seenKnown[name] {
-			t.Errorf("%s no longer has its known hazard: remove it from knownHazards", name)
-		}
-	}
+	check(fmt.Sprintf("of %d rows, analyzed", bigTableRows), planConn(t, big))
 }
-
-// knownHazards are plan hazards that are open work, by query (none now: the
-// unread counts of a batch were, until migration 00006 kept them): a hazard
-// containing one of the strings is
-// logged, not failed, and the test fails once one is gone, so the list
-// stays true.
-var knownHazards = map[string][]string{}
-
-// seenKnown records which known hazards were met.
-var seenKnown = map[string]bool{}
 
 // query is one generated query.
 type query struct {
