@@ -153,10 +153,10 @@ func deletedFrame(id, unread int64, cur Cursor) []byte {
 	return append(b, '}')
 }
 
-// readyFrame appends "ready" to b. list is nil on a resume (no
-// "notifications" field); resync marks a snapshot sent in place of a replay
-// too long to send.
-func readyFrame(b []byte, userID string, unread int64, cur Cursor, list []db.NotificationSnapshotRow, withList, resync bool) []byte {
+// readyFrame encodes "ready". list is nil on a resume (no "notifications"
+// field); resync marks a snapshot sent in place of a replay too long to send.
+func readyFrame(userID string, unread int64, cur Cursor, list []db.NotificationSnapshotRow, withList, resync bool) []byte {
+	b := make([]byte, 0, 128+512*len(list))
 	b = append(b, `{"type":"ready","user_id":`...)
 	b = appendString(b, userID)
 	b = append(b, `,"unread":`...)

@@ -203,7 +203,7 @@ func (ss *session) sync(ctx context.Context, cursor *Cursor) error {
 		return err
 	}
 	ready := max(since, xmin)
-	f := frame{b: readyFrame(nil, ss.userID, unread, ready, nil, false, false)}
+	f := frame{b: readyFrame(ss.userID, unread, ready, nil, false, false)}
 	f.setUnread(unread)
 	return ss.writeFrames(ctx, []frame{f})
 }
@@ -229,7 +229,7 @@ func (ss *session) snapshot(ctx context.Context, cur Cursor, resync bool) error 
 	for i := range rows {
 		ss.sent.wroteRow(rows[i].Notification.ID, rows[i].Notification.ChangedXid.Uint64)
 	}
-	f := frame{b: readyFrame(make([]byte, 0, 128+512*len(rows)), ss.userID, unread, cur, rows, true, resync)}
+	f := frame{b: readyFrame(ss.userID, unread, cur, rows, true, resync)}
 	f.setUnread(unread)
 	return ss.writeFrames(ctx, []frame{f})
 }
