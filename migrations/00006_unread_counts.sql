@@ -65,11 +65,33 @@ GROUP BY c.user_id;
 COMMENT ON VIEW notifications_unread_counts IS
     'pgpush: each user''s unread notifications (rows with read_at NULL), exact in every snapshot; filter by user_id. A user without unread rows has 0 or no row.';
 
-INSERT INTO notifications_unread (user_id, unread)
-SELECT n.user_id, count(*)
-FROM notifications n
-WHERE n.read_at IS NULL
-GROUP BY n.user_id;
+-- +goose StatementBegin
+CREATE FUNCTION notifications_unread_recount() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    users bigint;
+BEGIN
+    LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE;
+    -- Every ledger row is in the recount: the ones written from here on
+    -- come after it.
+    UPDATE notifications_unread_folded SET below = pg_current_xact_id();
+    DELETE FROM notifications_unread_delta;
+    DELETE FROM notifications_unread;
+    INSERT INTO notifications_unread (user_id, unread)
+    SELECT n.user_id, count(*)
+    FROM notifications n
+    WHERE n.read_at IS NULL
+    GROUP BY n.user_id;
+    GET DIAGNOSTICS users = ROW_COUNT;
+    RETURN users;
+END;
+$$;
+-- +goose StatementEnd
+
+COMMENT ON FUNCTION notifications_unread_recount() IS
+    'pgpush: counts every user''s unread rows again from the table (writers wait meanwhile), e.g. after rows were written with triggers disabled (session_replication_role = replica). Returns the number of users with unread rows.';
+
+SELECT notifications_unread_recount();
 
 -- +goose StatementBegin
 CREATE FUNCTION notifications_count() RETURNS trigger
@@ -113,6 +135,7 @@ COMMENT ON FUNCTION notifications_count() IS
 DO $$
 BEGIN
     EXECUTE format('ALTER FUNCTION notifications_count() SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION notifications_unread_recount() SET search_path = pg_catalog, %I, pg_temp', current_schema());
 END;
 $$;
 -- +goose StatementEnd
@@ -144,32 +167,6 @@ COMMENT ON TRIGGER notifications_count_truncate ON notifications IS 'pgpush: kee
 -- writes about half the WAL. "Mark all read" now finds a user's unread rows
 -- through notifications_user_id_id_idx.
 DROP INDEX notifications_user_id_unread_idx;
-
--- +goose StatementBegin
-CREATE FUNCTION notifications_unread_recount() RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    users bigint;
-BEGIN
-    LOCK TABLE notifications IN SHARE ROW EXCLUSIVE MODE;
-    -- Every ledger row is in the recount: the ones written from here on
-    -- come after it.
-    UPDATE notifications_unread_folded SET below = pg_current_xact_id();
-    DELETE FROM notifications_unread_delta;
-    DELETE FROM notifications_unread;
-    INSERT INTO notifications_unread (user_id, unread)
-    SELECT n.user_id, count(*)
-    FROM notifications n
-    WHERE n.read_at IS NULL
-    GROUP BY n.user_id;
-    GET DIAGNOSTICS users = ROW_COUNT;
-    RETURN users;
-END;
-$$;
--- +goose StatementEnd
-
-COMMENT ON FUNCTION notifications_unread_recount() IS
-    'pgpush: counts every user''s unread rows again from the table (writers wait meanwhile), e.g. after rows were written with triggers disabled (session_replication_role = replica). Returns the number of users with unread rows.';
 
 -- +goose Down
 CREATE INDEX notifications_user_id_unread_idx ON notifications (user_id, id) WHERE read_at IS NULL;

@@ -37,12 +37,10 @@ WITH turn AS MATERIALIZED (
     INSERT INTO notifications_unread AS u (user_id, unread)
     SELECT f.user_id, sum(f.delta) FROM folded f GROUP BY f.user_id ORDER BY f.user_id
     ON CONFLICT (user_id) DO UPDATE SET unread = u.unread + excluded.unread
-    RETURNING 1
 ), raised AS (
     UPDATE notifications_unread_folded
     SET below = greatest(below, (SELECT turn.below FROM turn))
     WHERE (SELECT turn.mine FROM turn)
-    RETURNING 1
 )
 SELECT (SELECT count(*) FROM folded)::bigint AS folded;
 
