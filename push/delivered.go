@@ -1,5 +1,7 @@
 package push
 
+import "slices"
+
 // delivered is what one connection's writer has written: for each row, the
 // version (changed_xid) of the last frame it wrote for it, or that its last
 // frame was a deletion; and the unread count of the last frame that carried
@@ -18,13 +20,22 @@ package push
 // the same snapshot as its row, so a frame that repeats a row's version may
 // still bring a newer count, which the client must get.
 //
-// The map is bounded. Past tracked rows it forgets the rows last written at
-// a transaction below the watermark of the live frames it wrote (a replay
-// starts at or above that watermark, so it cannot repeat them), and if that
-// is not enough it forgets everything: a forgotten row's next frame is
-// written again, a duplicate, never a loss.
+// The rows a ready frame listed are kept apart, in a slice of their own
+// (see wroteRow), until a later frame of the row moves it to the map: every
+// connection lists up to snapshotSize rows and most never get another frame,
+// and a map of 20 rows is about twice the size of the slice, with more
+// garbage from its growth (see README, "Performance").
+//
+// What it remembers is bounded. Past tracked rows it forgets the rows last
+// written at a transaction below the watermark of the live frames it wrote
+// (a replay starts at or above that watermark, so it cannot repeat them),
+// and if that is not enough it forgets everything: a forgotten row's next
+// frame is written again, a duplicate, never a loss.
 type delivered struct {
 	rows map[int64]uint64 // id → changed_xid of its last frame, or rowDeleted
+	// listed is the rows a ready frame listed that no later frame wrote
+	// (none is in rows).
+	listed []listedRow
 	// unread is the count of the last frame that carried one; hasUnread
 	// is false until then.
 	unread    int64
@@ -32,6 +43,12 @@ type delivered struct {
 	// floor is the cursor of the last live frame written.
 	floor Cursor
 	max   int
+}
+
+// listedRow is a row a ready frame listed, in version xid.
+type listedRow struct {
+	id  int64
+	xid uint64
 }
 
 // rowDeleted marks a row whose last frame was "deleted"; no changed_xid
@@ -53,8 +70,15 @@ func (d *delivered) redundant(f *frame) bool {
 	if f.rowID == 0 || !d.hasUnread || f.unread != d.unread {
 		return false
 	}
-	v, ok := d.rows[f.rowID]
-	return ok && v == f.version()
+	if v, ok := d.rows[f.rowID]; ok {
+		return v == f.version()
+	}
+	for _, r := range d.listed {
+		if r.id == f.rowID {
+			return r.xid == f.version()
+		}
+	}
+	return false
 }
 
 // wrote records that f was written.
@@ -71,15 +95,38 @@ func (d *delivered) wrote(f *frame) {
 	if d.rows == nil {
 		d.rows = make(map[int64]uint64)
 	}
-	if _, ok := d.rows[f.rowID]; !ok && len(d.rows) >= d.max {
-		d.forget()
+	if _, ok := d.rows[f.rowID]; !ok {
+		d.unlist(f.rowID)
+		if len(d.rows)+len(d.listed) >= d.max {
+			d.forget()
+		}
 	}
 	d.rows[f.rowID] = f.version()
 }
 
 // wroteRow records a row that a ready frame listed, in version xid.
 func (d *delivered) wroteRow(id int64, xid uint64) {
-	d.wrote(&frame{rowID: id, xid: xid})
+	if _, ok := d.rows[id]; ok || len(d.rows)+len(d.listed) >= d.max {
+		d.wrote(&frame{rowID: id, xid: xid})
+		return
+	}
+	d.unlist(id)
+	if d.listed == nil {
+		d.listed = make([]listedRow, 0, snapshotSize)
+	}
+	d.listed = append(d.listed, listedRow{id, xid})
+}
+
+// unlist removes row id from listed.
+func (d *delivered) unlist(id int64) {
+	for i, r := range d.listed {
+		if r.id == id {
+			last := len(d.listed) - 1
+			d.listed[i] = d.listed[last]
+			d.listed = d.listed[:last]
+			return
+		}
+	}
 }
 
 // forget makes room: first the rows last written below the floor, then, if
@@ -90,7 +137,9 @@ func (d *delivered) forget() {
 			delete(d.rows, id)
 		}
 	}
-	if len(d.rows) > d.max*3/4 {
+	d.listed = slices.DeleteFunc(d.listed, func(r listedRow) bool { return r.xid < uint64(d.floor) })
+	if len(d.rows)+len(d.listed) > d.max*3/4 {
 		clear(d.rows)
+		d.listed = d.listed[:0]
 	}
 }

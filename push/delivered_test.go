@@ -101,6 +101,50 @@ func TestDeliveredSnapshotEcho(t *testing.T) {
 	})
 }
 
+func TestDeliveredListedRowsFollowTheirLastFrame(t *testing.T) {
+	// The rows of a ready frame are kept apart from those of later frames
+	// (see delivered.listed); a later frame of a listed row takes its
+	// place, so the listed version no longer counts.
+	d := newDelivered(trackedRows)
+	d.wroteRow(3, 50)
+	d.wroteRow(2, 40)
+	ready := frame{b: []byte("ready")}
+	ready.setUnread(2)
+	d.wrote(&ready)
+	offer(t, d, []step{
+		{"3 updated", liveF(3, 70, 2, 70), true},
+		{"3 as listed, read before the update", liveF(3, 50, 2, 70), true},
+		{"3 as listed again", liveF(3, 50, 2, 70), false},
+		{"2 deleted", delF(2, 1), true},
+		{"2 as listed", rowF(2, 40, 1), true},
+	})
+	if len(d.listed) != 0 {
+		t.Fatalf("%d rows still listed, want 0", len(d.listed))
+	}
+
+	// Forgetting treats listed rows like the others.
+	d = newDelivered(4)
+	d.wroteRow(1, 10)
+	d.wroteRow(2, 30)
+	for id := int64(3); id <= 5; id++ {
+		f := liveF(id, 30, 0, 20)
+		d.wrote(&f)
+	}
+	if len(d.rows)+len(d.listed) > 4 {
+		t.Fatalf("%d rows tracked, at most 4", len(d.rows)+len(d.listed))
+	}
+	for _, s := range []struct {
+		id        int64
+		xid       uint64
+		forgotten bool
+	}{{1, 10, true}, {2, 30, false}} {
+		f := rowF(s.id, s.xid, 0)
+		if got := d.redundant(&f); got == s.forgotten {
+			t.Errorf("listed row %d@%d: redundant = %v, want %v", s.id, s.xid, got, !got)
+		}
+	}
+}
+
 func TestDeliveredReplayOverlappingLiveFrames(t *testing.T) {
 	// A catch-up reads row 7 as of transaction B (xid 20); a live frame
 	// read before B committed then writes it as of A (xid 30, which
