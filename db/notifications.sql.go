@@ -11,18 +11,18 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const currentSchema = `-- name: CurrentSchema :one
+const CurrentSchema = `-- name: CurrentSchema :one
 SELECT current_schema()::text AS schema
 `
 
 func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
-	row := q.db.QueryRow(ctx, currentSchema)
+	row := q.db.QueryRow(ctx, CurrentSchema)
 	var schema string
 	err := row.Scan(&schema)
 	return schema, err
 }
 
-const listenerBackend = `-- name: ListenerBackend :one
+const ListenerBackend = `-- name: ListenerBackend :one
 SELECT pid, backend_start
 FROM pg_catalog.pg_stat_activity
 WHERE pid = pg_backend_pid()
@@ -36,13 +36,13 @@ type ListenerBackendRow struct {
 // Identifies the listener's own session, so that the next one can end it if
 // it lingers (see ListenerTerminate).
 func (q *Queries) ListenerBackend(ctx context.Context) (ListenerBackendRow, error) {
-	row := q.db.QueryRow(ctx, listenerBackend)
+	row := q.db.QueryRow(ctx, ListenerBackend)
 	var i ListenerBackendRow
 	err := row.Scan(&i.Pid, &i.BackendStart)
 	return i, err
 }
 
-const listenerTerminate = `-- name: ListenerTerminate :one
+const ListenerTerminate = `-- name: ListenerTerminate :one
 SELECT coalesce(bool_or(pg_terminate_backend(pid)), false)::bool AS terminated
 FROM pg_catalog.pg_stat_activity
 WHERE pid = $1::int AND backend_start = $2::timestamptz
@@ -58,13 +58,13 @@ type ListenerTerminateParams struct {
 // NOTIFY queue that every database of the cluster shares. pid and
 // backend_start together name one session; a reused pid does not match.
 func (q *Queries) ListenerTerminate(ctx context.Context, arg ListenerTerminateParams) (bool, error) {
-	row := q.db.QueryRow(ctx, listenerTerminate, arg.Pid, arg.BackendStart)
+	row := q.db.QueryRow(ctx, ListenerTerminate, arg.Pid, arg.BackendStart)
 	var terminated bool
 	err := row.Scan(&terminated)
 	return terminated, err
 }
 
-const notificationDeletedPrune = `-- name: NotificationDeletedPrune :one
+const NotificationDeletedPrune = `-- name: NotificationDeletedPrune :one
 WITH gone AS (
     DELETE FROM notifications_deleted
     WHERE deleted_at < now() - make_interval(secs => $1::float8)
@@ -82,13 +82,13 @@ SELECT (SELECT count(*) FROM gone)::bigint AS pruned
 // database's clock) and moves the horizon above every one it forgot (see
 // NotificationSyncState).
 func (q *Queries) NotificationDeletedPrune(ctx context.Context, retentionSeconds float64) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationDeletedPrune, retentionSeconds)
+	row := q.db.QueryRow(ctx, NotificationDeletedPrune, retentionSeconds)
 	var pruned int64
 	err := row.Scan(&pruned)
 	return pruned, err
 }
 
-const notificationDeletedSince = `-- name: NotificationDeletedSince :many
+const NotificationDeletedSince = `-- name: NotificationDeletedSince :many
 WITH s AS MATERIALIZED (
     SELECT (SELECT coalesce(sum(u.unread), 0) FROM notifications_unread_counts u
             WHERE u.user_id = $1)::bigint AS unread,
@@ -128,7 +128,7 @@ type NotificationDeletedSinceRow struct {
 // user's unread count and the deletions' horizon (see NotificationSyncState),
 // all from one snapshot. When there are none, one row that found nothing.
 func (q *Queries) NotificationDeletedSince(ctx context.Context, arg NotificationDeletedSinceParams) ([]NotificationDeletedSinceRow, error) {
-	rows, err := q.db.Query(ctx, notificationDeletedSince,
+	rows, err := q.db.Query(ctx, NotificationDeletedSince,
 		arg.UserID,
 		arg.Since,
 		arg.AfterID,
@@ -157,7 +157,7 @@ func (q *Queries) NotificationDeletedSince(ctx context.Context, arg Notification
 	return items, nil
 }
 
-const notificationHeartbeat = `-- name: NotificationHeartbeat :exec
+const NotificationHeartbeat = `-- name: NotificationHeartbeat :exec
 SELECT pg_notify($1::text,
     '{"v":1,"op":"h","xmin":' || pg_snapshot_xmin(pg_current_snapshot())::text
     || ',"node":' || to_json($2::text)::text || '}')
@@ -172,11 +172,11 @@ type NotificationHeartbeatParams struct {
 // connection still receives, and advances every node's resume watermark while
 // no rows are written.
 func (q *Queries) NotificationHeartbeat(ctx context.Context, arg NotificationHeartbeatParams) error {
-	_, err := q.db.Exec(ctx, notificationHeartbeat, arg.Channel, arg.Node)
+	_, err := q.db.Exec(ctx, NotificationHeartbeat, arg.Channel, arg.Node)
 	return err
 }
 
-const notificationInsert = `-- name: NotificationInsert :one
+const NotificationInsert = `-- name: NotificationInsert :one
 INSERT INTO notifications (user_id, kind, title, body, url, data)
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id
@@ -193,7 +193,7 @@ type NotificationInsertParams struct {
 
 // Used by `pgpush dev`'s demo form and by tests; applications insert with any SQL.
 func (q *Queries) NotificationInsert(ctx context.Context, arg NotificationInsertParams) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationInsert,
+	row := q.db.QueryRow(ctx, NotificationInsert,
 		arg.UserID,
 		arg.Kind,
 		arg.Title,
@@ -206,7 +206,7 @@ func (q *Queries) NotificationInsert(ctx context.Context, arg NotificationInsert
 	return id, err
 }
 
-const notificationListBefore = `-- name: NotificationListBefore :many
+const NotificationListBefore = `-- name: NotificationListBefore :many
 SELECT notifications.id, notifications.user_id, notifications.kind, notifications.title, notifications.body, notifications.url, notifications.data, notifications.created_at, notifications.read_at, notifications.created_xid, notifications.changed_xid
 FROM notifications
 WHERE user_id = $1 AND id < $2
@@ -226,7 +226,7 @@ type NotificationListBeforeRow struct {
 
 // A user's rows newest first, older than before (keyset pagination).
 func (q *Queries) NotificationListBefore(ctx context.Context, arg NotificationListBeforeParams) ([]NotificationListBeforeRow, error) {
-	rows, err := q.db.Query(ctx, notificationListBefore, arg.UserID, arg.Before, arg.RowLimit)
+	rows, err := q.db.Query(ctx, NotificationListBefore, arg.UserID, arg.Before, arg.RowLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func (q *Queries) NotificationListBefore(ctx context.Context, arg NotificationLi
 	return items, nil
 }
 
-const notificationMarkAllRead = `-- name: NotificationMarkAllRead :one
+const NotificationMarkAllRead = `-- name: NotificationMarkAllRead :one
 WITH marked AS (
     UPDATE notifications SET read_at = now()
     WHERE user_id = $1 AND read_at IS NULL
@@ -274,13 +274,13 @@ type NotificationMarkAllReadRow struct {
 }
 
 func (q *Queries) NotificationMarkAllRead(ctx context.Context, userID string) (NotificationMarkAllReadRow, error) {
-	row := q.db.QueryRow(ctx, notificationMarkAllRead, userID)
+	row := q.db.QueryRow(ctx, NotificationMarkAllRead, userID)
 	var i NotificationMarkAllReadRow
 	err := row.Scan(&i.Updated, &i.Unread)
 	return i, err
 }
 
-const notificationMarkRead = `-- name: NotificationMarkRead :one
+const NotificationMarkRead = `-- name: NotificationMarkRead :one
 WITH marked AS (
     UPDATE notifications SET read_at = now()
     WHERE user_id = $1 AND id = ANY($2::bigint[]) AND read_at IS NULL
@@ -305,13 +305,13 @@ type NotificationMarkReadRow struct {
 // snapshot as the update (which does not see its own trigger's ledger rows),
 // less the rows it marked: the count right after it.
 func (q *Queries) NotificationMarkRead(ctx context.Context, arg NotificationMarkReadParams) (NotificationMarkReadRow, error) {
-	row := q.db.QueryRow(ctx, notificationMarkRead, arg.UserID, arg.Ids)
+	row := q.db.QueryRow(ctx, NotificationMarkRead, arg.UserID, arg.Ids)
 	var i NotificationMarkReadRow
 	err := row.Scan(&i.Updated, &i.Unread)
 	return i, err
 }
 
-const notificationReplay = `-- name: NotificationReplay :many
+const NotificationReplay = `-- name: NotificationReplay :many
 WITH c AS MATERIALIZED (
     SELECT coalesce(sum(u.unread), 0)::bigint AS unread
     FROM notifications_unread_counts u
@@ -348,7 +348,7 @@ type NotificationReplayRow struct {
 // match the row it carries; see push/delivered.go). created is true when the
 // row was inserted at or after since, i.e. the client never saw it.
 func (q *Queries) NotificationReplay(ctx context.Context, arg NotificationReplayParams) ([]NotificationReplayRow, error) {
-	rows, err := q.db.Query(ctx, notificationReplay,
+	rows, err := q.db.Query(ctx, NotificationReplay,
 		arg.Since,
 		arg.UserID,
 		arg.AfterXid,
@@ -387,7 +387,7 @@ func (q *Queries) NotificationReplay(ctx context.Context, arg NotificationReplay
 	return items, nil
 }
 
-const notificationReplayCount = `-- name: NotificationReplayCount :one
+const NotificationReplayCount = `-- name: NotificationReplayCount :one
 SELECT ((SELECT count(*)
         FROM (SELECT 1 FROM notifications n
               WHERE n.user_id = $1 AND n.changed_xid >= ($2::bigint)::text::xid8
@@ -408,13 +408,13 @@ type NotificationReplayCountParams struct {
 // How many frames a resume from since would replay (changed rows and
 // deletions), counting at most row_limit of each.
 func (q *Queries) NotificationReplayCount(ctx context.Context, arg NotificationReplayCountParams) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationReplayCount, arg.UserID, arg.Since, arg.RowLimit)
+	row := q.db.QueryRow(ctx, NotificationReplayCount, arg.UserID, arg.Since, arg.RowLimit)
 	var frames int64
 	err := row.Scan(&frames)
 	return frames, err
 }
 
-const notificationSnapshot = `-- name: NotificationSnapshot :many
+const NotificationSnapshot = `-- name: NotificationSnapshot :many
 WITH c AS MATERIALIZED (
     SELECT coalesce(sum(u.unread), 0)::bigint AS unread
     FROM notifications_unread_counts u
@@ -441,7 +441,7 @@ type NotificationSnapshotRow struct {
 // the user's unread count, read in one snapshot with them (a user without
 // rows has no unread ones).
 func (q *Queries) NotificationSnapshot(ctx context.Context, arg NotificationSnapshotParams) ([]NotificationSnapshotRow, error) {
-	rows, err := q.db.Query(ctx, notificationSnapshot, arg.UserID, arg.RowLimit)
+	rows, err := q.db.Query(ctx, NotificationSnapshot, arg.UserID, arg.RowLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +473,7 @@ func (q *Queries) NotificationSnapshot(ctx context.Context, arg NotificationSnap
 	return items, nil
 }
 
-const notificationSyncState = `-- name: NotificationSyncState :one
+const NotificationSyncState = `-- name: NotificationSyncState :one
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
        (SELECT h.horizon::text::bigint FROM notifications_deleted_horizon h)::bigint AS horizon
@@ -493,13 +493,13 @@ type NotificationSyncStateRow struct {
 // horizon: a cursor below it may have missed deletions that were pruned
 // since, so it cannot be replayed exactly.
 func (q *Queries) NotificationSyncState(ctx context.Context) (NotificationSyncStateRow, error) {
-	row := q.db.QueryRow(ctx, notificationSyncState)
+	row := q.db.QueryRow(ctx, NotificationSyncState)
 	var i NotificationSyncStateRow
 	err := row.Scan(&i.Xmin, &i.Xmax, &i.Horizon)
 	return i, err
 }
 
-const notificationUnreadCount = `-- name: NotificationUnreadCount :one
+const NotificationUnreadCount = `-- name: NotificationUnreadCount :one
 SELECT coalesce((SELECT c.unread FROM notifications_unread_counts c WHERE c.user_id = $1), 0)::bigint AS unread
 `
 
@@ -507,13 +507,13 @@ SELECT coalesce((SELECT c.unread FROM notifications_unread_counts c WHERE c.user
 // notifications_count, see migrations/00006): a few index lookups per user,
 // however many unread rows they have.
 func (q *Queries) NotificationUnreadCount(ctx context.Context, userID string) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationUnreadCount, userID)
+	row := q.db.QueryRow(ctx, NotificationUnreadCount, userID)
 	var unread int64
 	err := row.Scan(&unread)
 	return unread, err
 }
 
-const notificationUnreadCounts = `-- name: NotificationUnreadCounts :many
+const NotificationUnreadCounts = `-- name: NotificationUnreadCounts :many
 SELECT c.user_id, c.unread
 FROM notifications_unread_counts c
 WHERE c.user_id = ANY($1::text[])
@@ -521,7 +521,7 @@ WHERE c.user_id = ANY($1::text[])
 
 // Unread counts of several users at once; users without unread rows may be absent.
 func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string) ([]NotificationsUnreadCount, error) {
-	rows, err := q.db.Query(ctx, notificationUnreadCounts, userIds)
+	rows, err := q.db.Query(ctx, NotificationUnreadCounts, userIds)
 	if err != nil {
 		return nil, err
 	}
@@ -540,7 +540,7 @@ func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string
 	return items, nil
 }
 
-const notificationUnreadFold = `-- name: NotificationUnreadFold :one
+const NotificationUnreadFold = `-- name: NotificationUnreadFold :one
 WITH turn AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext('pgpush.unread_fold.' || current_schema())) AS mine,
            pg_snapshot_xmin(pg_current_snapshot()) AS below
@@ -568,24 +568,24 @@ SELECT (SELECT count(*) FROM folded)::bigint AS folded
 // snapshot (see migrations/00006). One node folds at a time (the others find
 // the lock taken and fold nothing); totals are updated in user order.
 func (q *Queries) NotificationUnreadFold(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationUnreadFold)
+	row := q.db.QueryRow(ctx, NotificationUnreadFold)
 	var folded int64
 	err := row.Scan(&folded)
 	return folded, err
 }
 
-const notificationWatermark = `-- name: NotificationWatermark :one
+const NotificationWatermark = `-- name: NotificationWatermark :one
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
 `
 
 func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, notificationWatermark)
+	row := q.db.QueryRow(ctx, NotificationWatermark)
 	var xmin int64
 	err := row.Scan(&xmin)
 	return xmin, err
 }
 
-const notificationsByIDs = `-- name: NotificationsByIDs :many
+const NotificationsByIDs = `-- name: NotificationsByIDs :many
 WITH c AS MATERIALIZED (
     SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}') AS unread
     FROM notifications_unread_counts x
@@ -614,7 +614,7 @@ type NotificationsByIDsRow struct {
 // key: a join of rows to counts may be planned as a nested loop that
 // compares every row with every user (the generic plan expects one row).
 func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
-	rows, err := q.db.Query(ctx, notificationsByIDs, arg.Ids, arg.UserIds)
+	rows, err := q.db.Query(ctx, NotificationsByIDs, arg.Ids, arg.UserIds)
 	if err != nil {
 		return nil, err
 	}

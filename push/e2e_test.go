@@ -1,7 +1,9 @@
 package push_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -202,6 +204,57 @@ func TestHTTPListAndMarkRead(t *testing.T) {
 	}
 	if res := e.get("/metrics", ""); res.StatusCode != 200 || !strings.Contains(string(res.Body), "pgpush_connections") {
 		t.Errorf("metrics: %d", res.StatusCode)
+	}
+}
+
+// The ready frame encodes its rows as they arrive from the database, not
+// through sqlc's row slice (see push's snapshotFrame): it must list what the
+// HTTP list, which goes through sqlc's code, lists, byte for byte, with
+// every column in its place.
+func TestReadyFrameListsWhatTheHTTPListDoes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.exec(`INSERT INTO notifications (user_id, kind, title, body, url, data)
+		SELECT 'alice', 'kind' || g, 'title "' || g || '" é', 'body' || repeat('x', g),
+		       CASE WHEN g % 2 = 0 THEN 'https://example.com/' || g END,
+		       CASE WHEN g % 3 = 0 THEN jsonb_build_object('g', g) ELSE '{}' END
+		FROM generate_series(1, 25) g`)
+	e.exec(`UPDATE notifications SET read_at = now() WHERE user_id = 'alice' AND id % 4 = 0`)
+	_, ready := e.dial("alice", "")
+
+	res := e.get("/v1/notifications?limit=20", token(t, "alice"))
+	if res.StatusCode != 200 {
+		t.Fatalf("list: %d %s", res.StatusCode, res.Body)
+	}
+	var list struct {
+		Notifications []json.RawMessage `json:"notifications"`
+		Unread        int64             `json:"unread"`
+	}
+	if err := json.Unmarshal(res.Body, &list); err != nil {
+		t.Fatal(err)
+	}
+	var frame struct {
+		Notifications []json.RawMessage `json:"notifications"`
+	}
+	if err := json.Unmarshal(ready.Raw, &frame); err != nil {
+		t.Fatal(err)
+	}
+	if len(frame.Notifications) != 20 || len(list.Notifications) != 20 {
+		t.Fatalf("ready lists %d rows, the list %d; want 20", len(frame.Notifications), len(list.Notifications))
+	}
+	for i := range frame.Notifications {
+		if !bytes.Equal(frame.Notifications[i], list.Notifications[i]) {
+			t.Errorf("row %d:\nready %s\nlist  %s", i, frame.Notifications[i], list.Notifications[i])
+		}
+	}
+	if *ready.Unread != list.Unread || list.Unread == 0 || list.Unread == 25 {
+		t.Errorf("unread: ready %d, list %d", *ready.Unread, list.Unread)
+	}
+
+	// A user without rows gets an empty list.
+	_, ready = e.dial("nobody", "")
+	if ready.Notifications == nil || len(ready.Notifications) != 0 || *ready.Unread != 0 {
+		t.Errorf("ready of a user without rows: %s", ready.Raw)
 	}
 }
 

@@ -153,30 +153,23 @@ func deletedFrame(id, unread int64, cur Cursor) []byte {
 	return append(b, '}')
 }
 
-// readyFrame encodes "ready". list is nil on a resume (no "notifications"
-// field); resync marks a snapshot sent in place of a replay too long to send.
-func readyFrame(userID string, unread int64, cur Cursor, list []db.NotificationSnapshotRow, withList, resync bool) []byte {
-	b := make([]byte, 0, 128+512*len(list))
+// readyFrame encodes a resume's "ready", which has no "notifications" field
+// (a snapshot's is snapshotFrame's).
+func readyFrame(userID string, unread int64, cur Cursor) []byte {
+	b := make([]byte, 0, 128)
+	b = appendReadyHead(b, userID, unread, cur)
+	return append(b, '}')
+}
+
+// appendReadyHead appends the fields every "ready" starts with, leaving the
+// object open.
+func appendReadyHead(b []byte, userID string, unread int64, cur Cursor) []byte {
 	b = append(b, `{"type":"ready","user_id":`...)
 	b = appendString(b, userID)
 	b = append(b, `,"unread":`...)
 	b = strconv.AppendInt(b, unread, 10)
 	b = append(b, `,"cursor":`...)
-	b = cur.append(b)
-	if withList {
-		b = append(b, `,"notifications":[`...)
-		for i := range list {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendNotification(b, &list[i].Notification)
-		}
-		b = append(b, ']')
-	}
-	if resync {
-		b = append(b, `,"resync":true`...)
-	}
-	return append(b, '}')
+	return cur.append(b)
 }
 
 var pongFrame = []byte(`{"type":"pong"}`)
