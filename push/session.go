@@ -216,19 +216,37 @@ func (ss *session) snapshot(ctx context.Context, cur Cursor, resync bool) error 
 	defer cancel()
 	// The client replaces its list: it holds these rows and nothing else.
 	ss.sent = newDelivered(trackedRows)
-	b, unread, err := snapshotFrame(qctx, s.pool, ss.userID, cur, resync, ss.sent.wroteRow)
-	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
+	buf := readyBuffers.Get().(*[]byte)
+	b, unread, err := snapshotFrame(qctx, s.pool, (*buf)[:0], ss.userID, cur, resync, ss.sent.wroteRow)
+	if err == nil {
+		f := frame{b: b}
+		f.setUnread(unread)
+		err = ss.writeFrames(ctx, []frame{f})
+	} else {
+		err = fmt.Errorf("snapshot: %w", err)
 	}
-	f := frame{b: b}
-	f.setUnread(unread)
-	return ss.writeFrames(ctx, []frame{f})
+	// Written, the frame is the socket's (see writeFrames): its buffer
+	// serves the next connection's.
+	if cap(b) <= maxPooledReady {
+		*buf = b[:0]
+		readyBuffers.Put(buf)
+	}
+	return err
 }
 
+// readyBuffers holds buffers for snapshot frames, which every connection
+// writes once on its way to idle: 20 rows are ~10 KiB, and a new buffer for
+// each was, after the rows themselves, the largest garbage a connection
+// made (see README, "Performance"). A buffer that grew past maxPooledReady
+// (rows with big bodies or data) is left to the collector.
+var readyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledReady = 64 << 10
+
 // snapshotFrame reads the newest rows of userID (query NotificationSnapshot)
-// and encodes them, one at a time as they arrive, into a "ready" frame with
-// cursor cur, which it returns with the unread count read with them; listed
-// is called with each row's id and version.
+// and appends them to b, one at a time as they arrive, as a "ready" frame
+// with cursor cur, which it returns with the unread count read with them;
+// listed is called with each row's id and version.
 //
 // The rows are not collected first, as sqlc's NotificationSnapshot does:
 // every connection reads a snapshot when it opens, and the slice of 20 rows
@@ -237,11 +255,11 @@ func (ss *session) snapshot(ctx context.Context, cur Cursor, resync bool) error 
 // is sqlc's all the same (db.NotificationSnapshot, checked against the
 // schema and its plan by db's tests), and the columns are scanned in its
 // order into its row type.
-func snapshotFrame(ctx context.Context, q db.DBTX, userID string, cur Cursor, resync bool,
-	listed func(id int64, xid uint64)) (b []byte, unread int64, err error) {
+func snapshotFrame(ctx context.Context, q db.DBTX, b []byte, userID string, cur Cursor, resync bool,
+	listed func(id int64, xid uint64)) (_ []byte, unread int64, err error) {
 	rows, err := q.Query(ctx, db.NotificationSnapshot, userID, int32(snapshotSize))
 	if err != nil {
-		return nil, 0, err
+		return b, 0, err
 	}
 	defer rows.Close()
 	var r db.NotificationSnapshotRow
@@ -250,13 +268,12 @@ func snapshotFrame(ctx context.Context, q db.DBTX, userID string, cur Cursor, re
 	for rows.Next() {
 		if err := rows.Scan(&n.ID, &n.UserID, &n.Kind, &n.Title, &n.Body, &n.Url, &n.Data,
 			&n.CreatedAt, &n.ReadAt, &n.CreatedXid, &n.ChangedXid, &r.Unread); err != nil {
-			return nil, 0, err
+			return b, 0, err
 		}
 		// Every row carries the count; a user without rows has no unread
 		// ones.
 		if count == 0 {
 			unread = r.Unread
-			b = make([]byte, 0, 128+512*snapshotSize)
 			b = appendReadyHead(b, userID, unread, cur)
 			b = append(b, `,"notifications":[`...)
 		} else {
@@ -267,10 +284,10 @@ func snapshotFrame(ctx context.Context, q db.DBTX, userID string, cur Cursor, re
 		count++
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, err
+		return b, 0, err
 	}
 	if count == 0 {
-		b = appendReadyHead(make([]byte, 0, 128), userID, 0, cur)
+		b = appendReadyHead(b, userID, 0, cur)
 		b = append(b, `,"notifications":[`...)
 	}
 	b = append(b, ']')
