@@ -52,6 +52,17 @@ type NotificationsDeletedHorizon struct {
 	Horizon pgtype.Uint64
 }
 
+// pgpush internal: one row, the key that signs NOTIFY hints (HMAC-SHA256). Secret: no grants; only its owner (the SECURITY DEFINER trigger) and pgpush (connecting as the owner, or granted SELECT by the DBA) may read it. Replace it with notifications_hint_key_rotate().
+type NotificationsHintKey struct {
+	Single bool
+	// The 32-byte key.
+	Key []byte
+	// The key zero-padded to 64 bytes, xor 0x36 (HMAC's inner key), so the trigger computes none.
+	InnerPad []byte
+	// The key zero-padded to 64 bytes, xor 0x5c (HMAC's outer key).
+	OuterPad []byte
+}
+
 // pgpush internal: unread rows per user, as of the last fold of notifications_unread_delta. Read the count from view notifications_unread_counts.
 type NotificationsUnread struct {
 	// The user.
