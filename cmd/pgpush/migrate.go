@@ -120,10 +120,12 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // derivedTables hold nothing that a rollback loses: the deletions' horizon
-// is one row about notifications_deleted, and the unread counts are counted
-// again from notifications by the migration that creates them.
+// is one row about notifications_deleted, the unread counts are counted
+// again from notifications by the migration that creates them, and the
+// hints' signing key is made anew by the migration that creates it.
 var derivedTables = map[string]bool{
 	"notifications_deleted_horizon": true,
+	"notifications_hint_key":        true,
 	"notifications_unread":          true,
 	"notifications_unread_delta":    true,
 	"notifications_unread_folded":   true,
