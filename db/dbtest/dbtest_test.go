@@ -122,7 +122,7 @@ func TestTemplateMigrated(t *testing.T) {
 	if n.Channel != "pgpush.public" {
 		t.Errorf("notification on channel %q, want pgpush.public", n.Channel)
 	}
-	if want := fmt.Sprintf(`"rows":[[%d,"alice"]]`, id); !strings.Contains(n.Payload, want) {
+	if want := fmt.Sprintf(`"rows":[[%d,"alice",1,`, id); !strings.Contains(n.Payload, want) {
 		t.Errorf("payload %s lacks %s", n.Payload, want)
 	}
 }
