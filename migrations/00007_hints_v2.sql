@@ -202,21 +202,27 @@ BEGIN
                 m || coalesce(',"sig":"' || encode(sha256(opad || sha256(ipad || convert_to(m, 'UTF8'))), 'hex') || '"}', '}'));
             RETURN NULL;
         END IF;
-        -- Only rows of users with at most 32 rows travel with their payload:
-        -- the others are named in a "b" hint.
-        SELECT array_agg('c'::text), array_agg(r.id), array_agg(r.user_id), array_agg(r.delta), array_agg(r.payload)
+        -- One sort, by user: a user with more than 32 rows becomes one "b"
+        -- item with the sum of their deltas right here (no per-row arrays,
+        -- no payloads built for them); the others' rows travel with their
+        -- payload, in id order per user.
+        SELECT array_agg(x.op), array_agg(x.id), array_agg(x.user_id), array_agg(x.delta), array_agg(x.payload)
         INTO ops, ids, user_ids, deltas, payloads
         FROM (
-            SELECT w.id, w.user_id, w.delta,
+            SELECT CASE WHEN w.user_rows > 32 THEN 'b' ELSE 'c' END AS op, w.id, w.user_id,
+                   CASE WHEN w.user_rows > 32 THEN w.user_unread ELSE (w.read_at IS NULL)::integer END AS delta,
                    CASE WHEN w.user_rows <= 32
                         THEN json_build_array(w.kind, w.title, w.body, w.url, w.data, w.created_at, w.read_at)::text
                    END AS payload
             FROM (
-                SELECT n.*, (n.read_at IS NULL)::integer AS delta, count(*) OVER (PARTITION BY n.user_id) AS user_rows
+                SELECT n.*, count(*) OVER u AS user_rows,
+                       count(*) FILTER (WHERE n.read_at IS NULL) OVER u AS user_unread,
+                       row_number() OVER (u ORDER BY n.id) AS k
                 FROM new_rows n
+                WINDOW u AS (PARTITION BY n.user_id)
             ) w
-            ORDER BY w.id
-        ) r;
+            WHERE w.user_rows <= 32 OR w.k = 1
+        ) x;
     ELSIF TG_OP = 'UPDATE' THEN
         -- A row moved to another user is deleted for the old one and created
         -- for the new one; so is a row whose id changed (the full join). The
