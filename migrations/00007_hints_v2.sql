@@ -47,7 +47,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     -- gen_random_uuid() draws from pg_strong_random: 244 random bits.
     k bytea := decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex');
-    k0 bytea := k || '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
+    k0 bytea := k || decode(repeat('00', 32), 'hex');
     ipad bytea := k0;
     opad bytea := k0;
 BEGIN
