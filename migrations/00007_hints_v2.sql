@@ -24,9 +24,12 @@
 --
 -- NOTIFY folds identical payloads of one transaction into one, which would
 -- lose deltas (mark read, unread, read again in one transaction); so from
--- the second hint-sending statement of a transaction on, a payload carries
--- "seq":<n> (the statement's number in its transaction) before "sig" (or
--- before the closing brace of an "r" hint).
+-- the second statement of a transaction that fires these triggers on, a
+-- payload carries "seq":<n> (the statement's number among them) before
+-- "sig" (or before the closing brace of an "r" hint).
+--
+-- Without a key (someone deleted the row) hints go unsigned, ending in "}"
+-- after their data, rather than not at all.
 
 CREATE TABLE notifications_hint_key (
     single    boolean PRIMARY KEY DEFAULT true CHECK (single),
@@ -173,8 +176,8 @@ DECLARE
     m text;
     payload text;
 BEGIN
-    -- This statement's number among its transaction's hint-sending ones
-    -- (see "seq" above), in a transaction-local setting. Not a function of
+    -- This statement's number among its transaction's that fire the
+    -- triggers (see "seq" above), in a transaction-local setting. Not a function of
     -- its own: a SQL function's plan would be made again in every
     -- transaction (~30 µs).
     seq := set_config('pgpush.hint_seq',

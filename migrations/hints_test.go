@@ -748,3 +748,25 @@ func TestHintKeySecret(t *testing.T) {
 		t.Error("a writer rotated the key")
 	}
 }
+
+// TestHintsWithoutKey checks that hints still go, unsigned, when the key is
+// gone.
+func TestHintsWithoutKey(t *testing.T) {
+	t.Parallel()
+	e := newHintEnv(t)
+	key := e.key()
+	e.exec(`DELETE FROM notifications_hint_key`)
+	e.exec(`INSERT INTO notifications (user_id, title) VALUES ('alice', 'x')`)
+	e.exec(`INSERT INTO notifications (user_id, title) SELECT 'u' || g, 'x' FROM generate_series(1, 3) g`)
+	e.exec(`UPDATE notifications SET read_at = now()`)
+	got := e.drain()
+	if len(got) != 3 {
+		t.Fatalf("%q, want 3 payloads", got)
+	}
+	for _, p := range got {
+		var h hintV2
+		if err := json.Unmarshal([]byte(p), &h); err != nil || h.V != 2 || len(h.Rows) == 0 || strings.Contains(p, `"sig"`) || signed(p, key) {
+			t.Errorf("without a key: %s", p)
+		}
+	}
+}
