@@ -125,12 +125,13 @@ BEGIN
                octet_length(items.item) + 1 + coalesce(octet_length(items.delta) + 1, 0) AS size
         FROM items
     ), chunked AS (
-        -- A chunk ends where the running size crosses a multiple of 7,000
-        -- less the op's largest item, so no chunk exceeds 7,000 bytes of
-        -- items (rows with a PAYLOAD reach a few KB each).
+        -- A chunk ends where the running size crosses a multiple of 6,800
+        -- less the op's largest item, so no chunk exceeds 6,800 bytes of
+        -- items (rows with a PAYLOAD reach a few KB each), nor a payload,
+        -- with its head, seq and signature, 7,000 bytes.
         SELECT sized.op, sized.ord, sized.item, sized.delta,
                sum(sized.size) OVER (PARTITION BY sized.op ORDER BY sized.ord)
-                   / (7000 - max(sized.size) OVER (PARTITION BY sized.op)) AS chunk
+                   / (6800 - max(sized.size) OVER (PARTITION BY sized.op)) AS chunk
         FROM sized
     ), msgs AS (
         SELECT head || chunked.op
