@@ -176,6 +176,18 @@ func (q *Queries) NotificationHeartbeat(ctx context.Context, arg NotificationHea
 	return err
 }
 
+const NotificationHintKey = `-- name: NotificationHintKey :one
+SELECT k.key FROM notifications_hint_key k
+`
+
+// The key the triggers sign hints with (migrations/00007).
+func (q *Queries) NotificationHintKey(ctx context.Context) ([]byte, error) {
+	row := q.db.QueryRow(ctx, NotificationHintKey)
+	var key []byte
+	err := row.Scan(&key)
+	return key, err
+}
+
 const NotificationInsert = `-- name: NotificationInsert :one
 INSERT INTO notifications (user_id, kind, title, body, url, data)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -414,6 +426,56 @@ func (q *Queries) NotificationReplayCount(ctx context.Context, arg NotificationR
 	return frames, err
 }
 
+const NotificationRowsByIDs = `-- name: NotificationRowsByIDs :many
+SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid
+FROM notifications n
+WHERE n.id = ANY($1::bigint[]) AND n.user_id = ANY($2::text[])
+ORDER BY n.id
+`
+
+type NotificationRowsByIDsParams struct {
+	Ids     []int64
+	UserIds []string
+}
+
+type NotificationRowsByIDsRow struct {
+	Notification Notification
+}
+
+// The rows behind a batch of NOTIFY hints, only for users connected here.
+// Their unread counts are kept by the dispatcher (see push/counts.go).
+func (q *Queries) NotificationRowsByIDs(ctx context.Context, arg NotificationRowsByIDsParams) ([]NotificationRowsByIDsRow, error) {
+	rows, err := q.db.Query(ctx, NotificationRowsByIDs, arg.Ids, arg.UserIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []NotificationRowsByIDsRow
+	for rows.Next() {
+		var i NotificationRowsByIDsRow
+		if err := rows.Scan(
+			&i.Notification.ID,
+			&i.Notification.UserID,
+			&i.Notification.Kind,
+			&i.Notification.Title,
+			&i.Notification.Body,
+			&i.Notification.Url,
+			&i.Notification.Data,
+			&i.Notification.CreatedAt,
+			&i.Notification.ReadAt,
+			&i.Notification.CreatedXid,
+			&i.Notification.ChangedXid,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const NotificationSnapshot = `-- name: NotificationSnapshot :many
 WITH c AS MATERIALIZED (
     SELECT coalesce(sum(u.unread), 0)::bigint AS unread
@@ -513,31 +575,26 @@ func (q *Queries) NotificationUnreadCount(ctx context.Context, userID string) (i
 	return unread, err
 }
 
-const NotificationUnreadCounts = `-- name: NotificationUnreadCounts :many
-SELECT c.user_id, c.unread
-FROM notifications_unread_counts c
-WHERE c.user_id = ANY($1::text[])
+const NotificationUnreadCountsSeen = `-- name: NotificationUnreadCountsSeen :one
+SELECT pg_current_snapshot()::text AS snapshot,
+       (SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}')
+        FROM notifications_unread_counts x
+        WHERE x.user_id = ANY($1::text[]))::jsonb AS unread
 `
 
-// Unread counts of several users at once; users without unread rows may be absent.
-func (q *Queries) NotificationUnreadCounts(ctx context.Context, userIds []string) ([]NotificationsUnreadCount, error) {
-	rows, err := q.db.Query(ctx, NotificationUnreadCounts, userIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []NotificationsUnreadCount
-	for rows.Next() {
-		var i NotificationsUnreadCount
-		if err := rows.Scan(&i.UserID, &i.Unread); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+type NotificationUnreadCountsSeenRow struct {
+	Snapshot string
+	Unread   []byte
+}
+
+// Unread counts of several users (a jsonb object of user id -> count; users
+// without unread rows may be absent) and the snapshot they were read in, so
+// that the dispatcher can tell which later hints' deltas they include.
+func (q *Queries) NotificationUnreadCountsSeen(ctx context.Context, userIds []string) (NotificationUnreadCountsSeenRow, error) {
+	row := q.db.QueryRow(ctx, NotificationUnreadCountsSeen, userIds)
+	var i NotificationUnreadCountsSeenRow
+	err := row.Scan(&i.Snapshot, &i.Unread)
+	return i, err
 }
 
 const NotificationUnreadFold = `-- name: NotificationUnreadFold :one
@@ -583,65 +640,4 @@ func (q *Queries) NotificationWatermark(ctx context.Context) (int64, error) {
 	var xmin int64
 	err := row.Scan(&xmin)
 	return xmin, err
-}
-
-const NotificationsByIDs = `-- name: NotificationsByIDs :many
-WITH c AS MATERIALIZED (
-    SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}') AS unread
-    FROM notifications_unread_counts x
-    WHERE x.user_id = ANY($2::text[])
-)
-SELECT n.id, n.user_id, n.kind, n.title, n.body, n.url, n.data, n.created_at, n.read_at, n.created_xid, n.changed_xid, coalesce((c.unread ->> n.user_id)::bigint, 0)::bigint AS unread
-FROM notifications n CROSS JOIN c
-WHERE n.id = ANY($1::bigint[]) AND n.user_id = ANY($2::text[])
-ORDER BY n.id
-`
-
-type NotificationsByIDsParams struct {
-	Ids     []int64
-	UserIds []string
-}
-
-type NotificationsByIDsRow struct {
-	Notification Notification
-	Unread       int64
-}
-
-// The rows behind a batch of NOTIFY hints, only for users connected here,
-// each with its user's unread count read in the same snapshot, so that a
-// batch costs one round trip. The counts are read once per user into one
-// jsonb object (user id -> count) and each row looks its user up in it by
-// key: a join of rows to counts may be planned as a nested loop that
-// compares every row with every user (the generic plan expects one row).
-func (q *Queries) NotificationsByIDs(ctx context.Context, arg NotificationsByIDsParams) ([]NotificationsByIDsRow, error) {
-	rows, err := q.db.Query(ctx, NotificationsByIDs, arg.Ids, arg.UserIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []NotificationsByIDsRow
-	for rows.Next() {
-		var i NotificationsByIDsRow
-		if err := rows.Scan(
-			&i.Notification.ID,
-			&i.Notification.UserID,
-			&i.Notification.Kind,
-			&i.Notification.Title,
-			&i.Notification.Body,
-			&i.Notification.Url,
-			&i.Notification.Data,
-			&i.Notification.CreatedAt,
-			&i.Notification.ReadAt,
-			&i.Notification.CreatedXid,
-			&i.Notification.ChangedXid,
-			&i.Unread,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }

@@ -4,11 +4,13 @@
 -- unread count, before it could send a frame: a round trip per batch. Now a
 -- hint carries what the frames need:
 --
---   {"v":2,"xmin":<xid8>,"xid":<xid8>,"op":"c"|"u"|"d","rows":[[id,"user_id",delta(,PAYLOAD)],...],"sig":"<hex>"}
---   {"v":2,"xmin":<xid8>,"xid":<xid8>,"op":"b","users":["user_id",...],"deltas":[delta,...],"sig":"<hex>"}
+--   {"v":2,"xmin":<xid8>,"xid":<xid8>,"pid":<int>,"op":"c"|"u"|"d","rows":[[id,"user_id",delta(,PAYLOAD)],...],"sig":"<hex>"}
+--   {"v":2,"xmin":<xid8>,"xid":<xid8>,"pid":<int>,"op":"b","users":["user_id",...],"deltas":[delta,...],"sig":"<hex>"}
 --   {"v":2,"xid":<xid8>,"op":"r"}
 --
--- xid is the writing transaction's top-level id. delta is how much the row
+-- xid is the writing transaction's top-level id, pid its backend's (a
+-- notification names its sender: pgpush takes a signed payload sent by
+-- another backend for a replay, and does not trust it). delta is how much the row
 -- (for "b": all of the user's rows in the statement) changes its user's
 -- unread count; per user and statement the deltas add up to what trigger
 -- notifications_count records in notifications_unread_delta. A row created
@@ -86,7 +88,7 @@ RETURNS SETOF text
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     head text := '{"v":2,"xmin":' || pg_snapshot_xmin(pg_current_snapshot())::text
-        || ',"xid":' || pg_current_xact_id()::text || ',"op":"';
+        || ',"xid":' || pg_current_xact_id()::text || ',"pid":' || pg_backend_pid() || ',"op":"';
     tail text := CASE WHEN seq > 1 THEN ',"seq":' || seq ELSE '' END;
     u text;
     m text;
@@ -199,7 +201,7 @@ BEGIN
         IF rows_seen = 1 THEN
             u := to_json(one_user)::text;
             m := '{"v":2,"xmin":' || pg_snapshot_xmin(pg_current_snapshot())::text
-                || ',"xid":' || pg_current_xact_id()::text || ',"op":"c","rows":[[' || one_id || ',' || u || ',' || one_delta
+                || ',"xid":' || pg_current_xact_id()::text || ',"pid":' || pg_backend_pid() || ',"op":"c","rows":[[' || one_id || ',' || u || ',' || one_delta
                 || CASE WHEN octet_length(one_payload) <= 2000 AND octet_length(u) <= 2000 THEN ',' || one_payload ELSE '' END
                 || ']]' || CASE WHEN seq > 1 THEN ',"seq":' || seq ELSE '' END;
             PERFORM pg_notify(channel,

@@ -134,8 +134,8 @@ type hintRow struct {
 }
 
 var (
-	rowHintRE   = regexp.MustCompile(`^\{"v":2,"xmin":[0-9]+,"xid":[0-9]+,"op":"[cud]","rows":\[\[.*\]\](,"seq":[0-9]+)?,"sig":"[0-9a-f]{64}"\}$`)
-	bulkHintRE  = regexp.MustCompile(`^\{"v":2,"xmin":[0-9]+,"xid":[0-9]+,"op":"b","users":\[".*"\],"deltas":\[-?[0-9]+(,-?[0-9]+)*\](,"seq":[0-9]+)?,"sig":"[0-9a-f]{64}"\}$`)
+	rowHintRE   = regexp.MustCompile(`^\{"v":2,"xmin":[0-9]+,"xid":[0-9]+,"pid":[0-9]+,"op":"[cud]","rows":\[\[.*\]\](,"seq":[0-9]+)?,"sig":"[0-9a-f]{64}"\}$`)
+	bulkHintRE  = regexp.MustCompile(`^\{"v":2,"xmin":[0-9]+,"xid":[0-9]+,"pid":[0-9]+,"op":"b","users":\[".*"\],"deltas":\[-?[0-9]+(,-?[0-9]+)*\](,"seq":[0-9]+)?,"sig":"[0-9a-f]{64}"\}$`)
 	resetHintRE = regexp.MustCompile(`^\{"v":2,"xid":[0-9]+,"op":"r"(,"seq":[0-9]+)?\}$`)
 )
 

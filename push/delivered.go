@@ -55,6 +55,14 @@ type listedRow struct {
 // takes this value (xid8 values are far below 2^63).
 const rowDeleted = ^uint64(0)
 
+// insertedVersion marks the version of a row's frame made from the row an
+// INSERT statement's hint carried, as the statement wrote it: a later
+// statement of the same transaction may have changed the row, and a frame
+// read from the table then has the same changed_xid but other fields, so the
+// two must not be taken for the same version. (Bit 62: xid8 values stay far
+// below it, and rowDeleted has every bit set.)
+const insertedVersion = 1 << 62
+
 // trackedRows bounds how many rows one connection remembers.
 const trackedRows = 4096
 
@@ -133,7 +141,7 @@ func (d *delivered) unlist(id int64) {
 // that freed less than a quarter, every row.
 func (d *delivered) forget() {
 	for id, v := range d.rows {
-		if v != rowDeleted && v < uint64(d.floor) {
+		if v != rowDeleted && v&^insertedVersion < uint64(d.floor) {
 			delete(d.rows, id)
 		}
 	}

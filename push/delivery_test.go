@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -421,5 +422,59 @@ func TestPrunedDeletionsMakeAnOldCursorResync(t *testing.T) {
 	v.apply(m)
 	if d := v.diff(e.tableView("alice")); d != "" {
 		t.Fatalf("after the resync: %s", d)
+	}
+}
+
+// TestInsertedRowsTravelInTheirHints: a small row an INSERT created reaches
+// its user from the signed hint, with no fetch, and the unread count the
+// dispatcher keeps from the hints' deltas is the table's after every frame,
+// also across a transaction of several statements and a mark-read.
+func TestInsertedRowsTravelInTheirHints(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.dial("alice", "")
+	v := newView()
+	e.insert("alice", "first") // the count is read once
+	v.apply(c.next("created"))
+	fetches := e.metric("pgpush_fetch_duration_seconds_count")
+	for i := range 10 {
+		if i%3 == 0 {
+			e.exec(`INSERT INTO notifications (user_id, title, read_at) VALUES ('alice', 'read', now())`)
+		} else {
+			e.insert("alice", fmt.Sprintf("n%d", i))
+		}
+		v.apply(c.next("created"))
+		if want := e.tableView("alice"); v.unread != want.unread {
+			t.Fatalf("after insert %d: unread %d, table %d", i, v.unread, want.unread)
+		}
+	}
+	if got := e.metric("pgpush_fetch_duration_seconds_count"); got != fetches {
+		t.Errorf("10 one-row INSERTs took %v fetches, want none", got-fetches)
+	}
+	// One transaction: an INSERT, then an UPDATE of the same row and a
+	// DELETE of another. The row's frame from the INSERT's hint is
+	// followed by one from the table with its final fields.
+	var first int64
+	if err := e.pool.QueryRow(context.Background(), `SELECT min(id) FROM notifications WHERE user_id = 'alice'`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`DO $$
+	DECLARE i bigint;
+	BEGIN
+		INSERT INTO notifications (user_id, title) VALUES ('alice', 'draft') RETURNING id INTO i;
+		UPDATE notifications SET title = 'final', read_at = now() WHERE id = i;
+		DELETE FROM notifications WHERE id = ` + fmt.Sprint(first) + `;
+	END $$`)
+	want := e.tableView("alice")
+	for !reflect.DeepEqual(v.rows, want.rows) || v.unread != want.unread {
+		v.apply(c.next(""))
+	}
+	e.exec(`UPDATE notifications SET read_at = now() WHERE user_id = 'alice' AND read_at IS NULL`)
+	want = e.tableView("alice")
+	for !reflect.DeepEqual(v.rows, want.rows) || v.unread != want.unread {
+		v.apply(c.next(""))
+	}
+	if want.unread != 0 {
+		t.Fatalf("the table still has %d unread rows", want.unread)
 	}
 }

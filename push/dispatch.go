@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -79,13 +80,17 @@ type dispatcher struct {
 	conn     *pgxpool.Conn
 	lastUsed time.Time
 
+	// counts are the unread counts of the users connected here (see
+	// counts.go); swept is when those of users gone were last dropped.
+	counts unreadCounts
+	swept  time.Time
+
 	// scratch holds deliver's maps, cleared and reused for every batch so
-	// that a stream of one-row batches does not allocate six maps each.
+	// that a stream of one-row batches does not allocate five maps each.
 	scratch struct {
-		users     map[string]int64
+		users     map[string]struct{}
 		absent    map[string]struct{}
 		changed   map[string]int
-		deleted   map[string]struct{}
 		burst     map[string]bool
 		accepting map[string]bool
 	}
@@ -155,7 +160,7 @@ func newDispatcher(s *Server) *dispatcher {
 	if s.cfg.dispatchQueue > 0 {
 		size = s.cfg.dispatchQueue
 	}
-	return &dispatcher{s: s, in: make(chan item, size)}
+	return &dispatcher{s: s, in: make(chan item, size), counts: make(unreadCounts)}
 }
 
 func (d *dispatcher) run(ctx context.Context) {
@@ -235,43 +240,63 @@ func (d *dispatcher) retry(ctx context.Context, what string, f func() error) {
 // deliver routes a frame per row of items, in notification order. Rows are
 // fetched only for users with a connection here that takes frames (one that
 // is behind replays them from the table itself), in windows bounded by
-// fetchBudget, and each window's frames are routed before the next is read.
-// A retry after an error re-sends the frames routed before it; duplicates are
-// harmless to clients, while skipping would lose rows.
+// fetchBudget, and each window's frames are routed before the next is read;
+// a row a signed hint carries needs no fetch. A retry after an error re-sends
+// the frames routed before it (duplicates are harmless to clients, while
+// skipping would lose rows) and reads every count again, since the failed
+// attempt may have added some of the batch's deltas.
 func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	if len(items) == 0 {
 		return nil
 	}
+	err := d.deliverOnce(ctx, items)
+	if err != nil {
+		clear(d.counts)
+	}
+	return err
+}
+
+func (d *dispatcher) deliverOnce(ctx context.Context, items []item) error {
 	hub := d.s.hub
-	users := reuse(&d.scratch.users) // connected user -> unread
+	users := reuse(&d.scratch.users) // connected users with rows in the batch
 	absent := reuse(&d.scratch.absent)
 	changed := reuse(&d.scratch.changed) // connected user -> created or updated rows
-	deleted := reuse(&d.scratch.deleted) // connected users with deleted rows
 	// A burst's rows are not fetched here. Every row of the batch has
 	// committed, so the replay, which starts after this mark, reads them;
 	// its start is the last frame each connection took, so nothing before
 	// the batch is missed either. A bulk hint names such users itself.
 	burst := reuse(&d.scratch.burst)
+	d.sweepCounts()
 	for _, it := range items {
+		if it.h.Op == "r" {
+			// Counts changed without row hints; every count read from
+			// here on sees that (it committed before).
+			clear(d.counts)
+		}
 		for _, u := range it.h.Users {
+			if !it.h.signed {
+				delete(d.counts, u)
+			}
 			if hub.connected(u) {
 				burst[u] = true
 			}
 		}
 		for _, r := range it.h.Rows {
+			if !it.h.signed {
+				delete(d.counts, r.UserID)
+			}
 			if _, skip := absent[r.UserID]; skip {
 				continue
 			}
 			if _, seen := users[r.UserID]; !seen {
 				if !hub.connected(r.UserID) {
 					absent[r.UserID] = struct{}{}
+					delete(d.counts, r.UserID)
 					continue
 				}
-				users[r.UserID] = 0
+				users[r.UserID] = struct{}{}
 			}
-			if it.h.Op == "d" {
-				deleted[r.UserID] = struct{}{}
-			} else {
+			if it.h.Op != "d" {
 				changed[r.UserID]++
 			}
 		}
@@ -316,33 +341,15 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		}
 	}
 	if len(users) == 0 {
-		for _, it := range items {
+		for i := range items {
+			it := &items[i]
+			d.applyDeltas(it, it.h.Rows)
 			d.advance(Cursor(it.h.Xmin))
 		}
 		return nil
 	}
-	// The unread counts of users with created or updated rows come with
-	// the rows (see fetch); a deletion's frame needs its own count.
-	if len(deleted) > 0 {
-		userIDs := make([]string, 0, len(deleted))
-		for u := range deleted {
-			userIDs = append(userIDs, u)
-		}
-		qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
-		q, err := d.queries(qctx)
-		if err != nil {
-			cancel()
-			return err
-		}
-		counts, err := q.NotificationUnreadCounts(qctx, userIDs)
-		cancel()
-		if err != nil {
-			d.dropConn()
-			return fmt.Errorf("unread counts: %w", err)
-		}
-		for _, c := range counts {
-			users[c.UserID] = c.Unread
-		}
+	if err := d.readCounts(ctx, users); err != nil {
+		return err
 	}
 
 	// A window is a run of spans (parts of items) whose rows are fetched
@@ -357,12 +364,12 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 		accepting = reuse(&d.scratch.accepting)
 	)
 	flush := func() error {
-		rows, err := d.fetch(ctx, ids, accepting, users)
+		rows, err := d.fetch(ctx, ids, accepting)
 		if err != nil {
 			return err
 		}
 		for _, sp := range window {
-			d.route(sp.it, sp.rows, users, rows)
+			d.route(sp.it, sp.rows, users, burst, rows)
 		}
 		window, ids = window[:0], ids[:0]
 		clear(accepting)
@@ -382,7 +389,7 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 			for n < len(rows) && len(ids) < limit {
 				r := rows[n]
 				n++
-				if _, ok := users[r.UserID]; !ok || !fetches {
+				if _, ok := users[r.UserID]; !ok || !fetches || r.payload != nil {
 					continue
 				}
 				want, seen := accepting[r.UserID]
@@ -406,6 +413,78 @@ func (d *dispatcher) deliver(ctx context.Context, items []item) error {
 	return flush()
 }
 
+// sweepCountsEvery is how often the counts of users no longer connected are
+// dropped (the others are dropped when a hint names them).
+const sweepCountsEvery = 10 * time.Second
+
+func (d *dispatcher) sweepCounts() {
+	if time.Since(d.swept) < sweepCountsEvery {
+		return
+	}
+	d.swept = time.Now()
+	for u := range d.counts {
+		if !d.s.hub.connected(u) {
+			delete(d.counts, u)
+		}
+	}
+}
+
+// readCounts reads the unread counts of the users that have none kept, with
+// the snapshot they were read in.
+func (d *dispatcher) readCounts(ctx context.Context, users map[string]struct{}) error {
+	var missing []string
+	for u := range users {
+		if d.counts[u] == nil {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, d.s.cfg.StatementTimeout)
+	defer cancel()
+	q, err := d.queries(qctx)
+	if err != nil {
+		return err
+	}
+	r, err := q.NotificationUnreadCountsSeen(qctx, missing)
+	if err != nil {
+		d.dropConn()
+		return fmt.Errorf("unread counts: %w", err)
+	}
+	seen, err := parseSnapshot(r.Snapshot)
+	if err != nil {
+		return fmt.Errorf("unread counts: %w", err)
+	}
+	var counts map[string]int64
+	if err := json.Unmarshal(r.Unread, &counts); err != nil {
+		return fmt.Errorf("unread counts: %w", err)
+	}
+	for _, u := range missing {
+		d.counts[u] = &unreadCount{n: counts[u], seen: seen}
+	}
+	return nil
+}
+
+// applyDeltas adds the unread deltas of it's rows (or, with rows nil, of
+// its bulk users) to the counts kept.
+func (d *dispatcher) applyDeltas(it *item, rows []hintRow) {
+	if !it.h.signed {
+		return
+	}
+	if rows == nil {
+		for i, u := range it.h.Users {
+			if i < len(it.h.Deltas) {
+				d.counts.add(u, it.h.Xid, it.h.Deltas[i])
+			}
+		}
+		return
+	}
+	for _, r := range rows {
+		d.counts.add(r.UserID, it.h.Xid, r.Delta)
+	}
+}
+
 // fetchLimit is how many rows the next fetch may read.
 func (d *dispatcher) fetchLimit() int {
 	if d.rowBytes == 0 {
@@ -414,9 +493,8 @@ func (d *dispatcher) fetchLimit() int {
 	return max(1, min(maxFetchRows, fetchBudget/d.rowBytes))
 }
 
-// fetch reads the rows ids of the users in accepting, and records those
-// users' unread counts in users.
-func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool, users map[string]int64) (map[int64]*db.Notification, error) {
+// fetch reads the rows ids of the users in accepting.
+func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[string]bool) (map[int64]*db.Notification, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -435,7 +513,7 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 	if err != nil {
 		return nil, err
 	}
-	fetched, err := q.NotificationsByIDs(qctx, db.NotificationsByIDsParams{Ids: ids, UserIds: userIDs})
+	fetched, err := q.NotificationRowsByIDs(qctx, db.NotificationRowsByIDsParams{Ids: ids, UserIds: userIDs})
 	if err != nil {
 		d.dropConn()
 		return nil, fmt.Errorf("fetch rows: %w", err)
@@ -446,7 +524,6 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 	for i := range fetched {
 		n := &fetched[i].Notification
 		rows[n.ID] = n
-		users[n.UserID] = fetched[i].Unread
 		size += 256 + len(n.Title) + len(n.Body) + len(n.Data) + len(n.Kind) + len(n.UserID)
 		if n.Url != nil {
 			size += len(*n.Url)
@@ -459,30 +536,43 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 }
 
 // route queues the frames of rows, a part of it, to their users'
-// connections. A row that was not fetched (its user's connections all drop
+// connections, with each user's count after the row's change. A row that was
+// neither carried by the hint nor fetched (its user's connections all drop
 // frames, or it was deleted or moved since) gets no frame.
-func (d *dispatcher) route(it *item, rows []hintRow, users map[string]int64, fetched map[int64]*db.Notification) {
+func (d *dispatcher) route(it *item, rows []hintRow, users map[string]struct{}, burst map[string]bool, fetched map[int64]*db.Notification) {
 	d.advance(Cursor(it.h.Xmin))
+	d.applyDeltas(it, rows)
+	if rows == nil {
+		return
+	}
 	for _, r := range rows {
-		unread, ok := users[r.UserID]
-		if !ok {
+		if _, ok := users[r.UserID]; !ok {
 			continue
+		}
+		c := d.counts[r.UserID]
+		if c == nil {
+			continue // not kept: the batch failed to read it, and is retried
 		}
 		var f frame
 		switch it.h.Op {
 		case "d":
-			f = deletedRowFrame(r.ID, unread, d.w, it.at)
+			f = deletedRowFrame(r.ID, c.n, d.w, it.at)
 		case "c", "u":
-			n := fetched[r.ID]
-			if n == nil || n.UserID != r.UserID {
+			n, version := fetched[r.ID], uint64(0)
+			switch {
+			case r.payload != nil && !burst[r.UserID]:
+				n, version = r.payload, it.h.Xid|insertedVersion
+			case n == nil || n.UserID != r.UserID:
 				continue
+			default:
+				version = n.ChangedXid.Uint64
 			}
 			typ := "created"
 			if it.h.Op == "u" {
 				typ = "updated"
 			}
-			f = frame{b: rowFrame(typ, n, unread, d.w), at: it.at, cur: d.w, rowID: r.ID, xid: n.ChangedXid.Uint64}
-			f.setUnread(unread)
+			f = frame{b: rowFrame(typ, n, c.n, d.w), at: it.at, cur: d.w, rowID: r.ID, xid: version}
+			f.setUnread(c.n)
 		default:
 			continue
 		}
@@ -521,6 +611,8 @@ func (d *dispatcher) catchUp(ctx context.Context, upTo uint64) error {
 		d.published.Store(uint64(xmin))
 		return nil
 	}
+	// The hints lost may have changed counts.
+	clear(d.counts)
 	// Before the first connect there is no watermark: connections replay
 	// from their own cursors (markBehind with 0).
 	s.hub.markAllBehind(d.w, upTo)

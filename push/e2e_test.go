@@ -451,7 +451,9 @@ func TestAStatementOf100000RowsIsDeliveredInFull(t *testing.T) {
 		var sent, biggest int64
 		if err := e.pool.QueryRow(context.Background(), `SELECT count(*), max(octet_length(h)) FROM notifications_hints(
 			array_fill('c'::text, ARRAY[200000]), (SELECT array_agg(g::bigint) FROM generate_series(1, 200000) g),
-			(SELECT array_agg((`+tc.users+`)::text ORDER BY g) FROM generate_series(1, 200000) g)) h`).Scan(&sent, &biggest); err != nil {
+			(SELECT array_agg((`+tc.users+`)::text ORDER BY g) FROM generate_series(1, 200000) g),
+			array_fill(1, ARRAY[200000]), array_fill(NULL::text, ARRAY[200000]), 1,
+			(SELECT k.inner_pad FROM notifications_hint_key k), (SELECT k.outer_pad FROM notifications_hint_key k)) h`).Scan(&sent, &biggest); err != nil {
 			t.Fatal(err)
 		}
 		if sent < tc.min || sent > tc.max || biggest > 7100 {

@@ -284,6 +284,11 @@ func (l *listener) handle(n *pgconn.Notification) {
 		l.s.log.Warn("ignoring a malformed notification", "channel", n.Channel, "err", err)
 		return
 	}
+	if h.verify(n.Payload, l.s.hintKey(), n.PID) {
+		l.s.metrics.badHints.Inc()
+		l.s.reloadHintKey()
+	}
+	h.decodeRows()
 	if l.dropping && !l.tryResync() {
 		l.s.metrics.dropped.Inc()
 		return

@@ -879,6 +879,7 @@ func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	mustExec(t, admin, `GRANT SELECT, INSERT, UPDATE ON notifications_unread TO `+role)
 	mustExec(t, admin, `GRANT SELECT, DELETE ON notifications_unread_delta TO `+role)
 	mustExec(t, admin, `GRANT SELECT, UPDATE ON notifications_unread_folded TO `+role)
+	mustExec(t, admin, `GRANT SELECT ON notifications_hint_key TO `+role)
 	roleURL := withRole(t, dbURL, role, password, "")
 
 	v, err := auth.New(ctx, auth.Config{Secret: testSecret, Logger: logger})
@@ -1019,6 +1020,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		`GRANT SELECT, INSERT, UPDATE ON %[1]s.notifications_unread TO %[2]s`,
 		`GRANT SELECT, DELETE ON %[1]s.notifications_unread_delta TO %[2]s`,
 		`GRANT SELECT, UPDATE ON %[1]s.notifications_unread_folded TO %[2]s`,
+		`GRANT SELECT ON %[1]s.notifications_hint_key TO %[2]s`,
 		// An application that writes notifications (not pgpush).
 		`GRANT USAGE ON SCHEMA %[1]s TO %[3]s`,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON %[1]s.notifications TO %[3]s`,
@@ -1302,4 +1304,70 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// TestForgedAndReplayedHintsCarryNothingToClients: any role that can connect
+// may NOTIFY on pgpush's channel, and LISTEN to it. A hint whose signature
+// is not the trigger's, or a genuine one sent again from another session
+// (here after its row changed), must not put the row it carries in front of
+// a user: such rows are read from the table, as for hints without rows.
+func TestForgedAndReplayedHintsCarryNothingToClients(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var channel string
+	if err := e.pool.QueryRow(ctx, `SELECT 'pgpush.' || current_schema()`).Scan(&channel); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(ctx, `LISTEN "`+channel+`"`); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := e.dial("alice", "")
+	id := e.insert("alice", "genuine")
+	var genuine string
+	for genuine == "" {
+		n, err := other.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(n.Payload, `"genuine"`) {
+			genuine = n.Payload
+		}
+	}
+	if !strings.Contains(genuine, `"sig":"`) {
+		t.Fatalf("the trigger's hint is not signed: %s", genuine)
+	}
+	c.nextMatching("the genuine row", func(m msg) bool { return m.Type == "created" && m.Notification.ID == id })
+	e.exec(`UPDATE notifications SET title = 'changed' WHERE id = $1`, id)
+	c.nextMatching("the change", func(m msg) bool { return m.Type == "updated" && m.Notification.Title == "changed" })
+
+	body := genuine[:strings.LastIndex(genuine, `,"sig":"`)]
+	for _, payload := range []string{
+		genuine, // replayed by another backend
+		strings.Replace(genuine, `"genuine"`, `"forged"`, 1),                                            // altered
+		strings.Replace(body, `"genuine"`, `"forged"`, 1) + `,"sig":"` + strings.Repeat("0", 64) + `"}`, // a made-up signature
+		strings.Replace(body, `"genuine"`, `"forged"`, 1) + `}`,                                         // none
+	} {
+		if _, err := other.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := e.insert("alice", "after")
+	for {
+		m := c.next("")
+		if m.Notification == nil {
+			continue
+		}
+		if m.Notification.ID == after {
+			break
+		}
+		if m.Notification.Title != "changed" {
+			t.Fatalf("a hint sent by another session brought %s", m.Raw)
+		}
+	}
 }

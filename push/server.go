@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,6 +47,13 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 
+	// key is the hint key (see hintkey.go); keyReload asks keepHintKey to
+	// read it again, and keyWarned is set once a failure to read it was
+	// logged (keepHintKey's and Start's).
+	key       atomic.Pointer[[]byte]
+	keyReload chan struct{}
+	keyWarned bool
+
 	mu       sync.Mutex
 	started  bool
 	closed   bool
@@ -73,6 +81,8 @@ func New(pool *pgxpool.Pool, verifier Verifier, cfg Config) (*Server, error) {
 		verifier: verifier,
 		hub:      newHub(cfg.MaxConnsPerUser, cfg.MaxConns),
 		pages:    make(chan struct{}, cfg.ReplayPages),
+
+		keyReload: make(chan struct{}, 1),
 	}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.metrics = newMetrics(func() float64 { return float64(s.hub.count()) })
@@ -94,6 +104,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read current schema: %w", err)
 	}
+	s.loadHintKey(ctx)
 	node := make([]byte, 8)
 	rand.Read(node)
 	s.lis = &listener{s: s, channel: "pgpush." + schema, node: hex.EncodeToString(node), firstConnect: make(chan struct{})}
@@ -103,6 +114,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bg.Go(func() { s.lis.run(bg) })
 	s.bg.Go(func() { s.prune(bg) })
 	s.bg.Go(func() { s.foldUnread(bg) })
+	s.bg.Go(func() { s.keepHintKey(bg) })
 	s.started = true
 	// Wait (bounded by ctx) for the first LISTEN, so that the node is
 	// ready when Start returns; if the database is slow, Start returns

@@ -12,12 +12,6 @@ LIMIT @row_limit;
 -- however many unread rows they have.
 SELECT coalesce((SELECT c.unread FROM notifications_unread_counts c WHERE c.user_id = @user_id), 0)::bigint AS unread;
 
--- name: NotificationUnreadCounts :many
--- Unread counts of several users at once; users without unread rows may be absent.
-SELECT c.user_id, c.unread
-FROM notifications_unread_counts c
-WHERE c.user_id = ANY(@user_ids::text[]);
-
 -- name: NotificationUnreadFold :one
 -- Folds the unread counts' ledger into the per-user totals: the rows of every
 -- transaction below this statement's snapshot xmin (all finished, so every
@@ -74,22 +68,26 @@ LIMIT @row_limit;
 -- name: NotificationWatermark :one
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
 
--- name: NotificationsByIDs :many
--- The rows behind a batch of NOTIFY hints, only for users connected here,
--- each with its user's unread count read in the same snapshot, so that a
--- batch costs one round trip. The counts are read once per user into one
--- jsonb object (user id -> count) and each row looks its user up in it by
--- key: a join of rows to counts may be planned as a nested loop that
--- compares every row with every user (the generic plan expects one row).
-WITH c AS MATERIALIZED (
-    SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}') AS unread
-    FROM notifications_unread_counts x
-    WHERE x.user_id = ANY(@user_ids::text[])
-)
-SELECT sqlc.embed(n), coalesce((c.unread ->> n.user_id)::bigint, 0)::bigint AS unread
-FROM notifications n CROSS JOIN c
+-- name: NotificationRowsByIDs :many
+-- The rows behind a batch of NOTIFY hints, only for users connected here.
+-- Their unread counts are kept by the dispatcher (see push/counts.go).
+SELECT sqlc.embed(n)
+FROM notifications n
 WHERE n.id = ANY(@ids::bigint[]) AND n.user_id = ANY(@user_ids::text[])
 ORDER BY n.id;
+
+-- name: NotificationUnreadCountsSeen :one
+-- Unread counts of several users (a jsonb object of user id -> count; users
+-- without unread rows may be absent) and the snapshot they were read in, so
+-- that the dispatcher can tell which later hints' deltas they include.
+SELECT pg_current_snapshot()::text AS snapshot,
+       (SELECT coalesce(jsonb_object_agg(x.user_id, x.unread), '{}')
+        FROM notifications_unread_counts x
+        WHERE x.user_id = ANY(@user_ids::text[]))::jsonb AS unread;
+
+-- name: NotificationHintKey :one
+-- The key the triggers sign hints with (migrations/00007).
+SELECT k.key FROM notifications_hint_key k;
 
 -- name: NotificationReplay :many
 -- A page of one user's rows written by transactions at or above since, in
