@@ -285,7 +285,7 @@ func (l *listener) handle(n *pgconn.Notification) {
 		return
 	}
 	if h.verify(n.Payload, l.s.hintKey(), n.PID) {
-		l.s.metrics.badHints.Inc()
+		l.s.metrics.unverified.Inc()
 		l.s.reloadHintKey()
 	}
 	h.decodeRows()

@@ -20,6 +20,7 @@ type metrics struct {
 	dropped     prometheus.Counter
 	skipped     prometheus.Counter
 	badHints    prometheus.Counter
+	unverified  prometheus.Counter
 	slowClosed  prometheus.Counter
 	resyncs     prometheus.Counter
 	rejected    *prometheus.CounterVec
@@ -41,7 +42,7 @@ func newMetrics(connections func() float64) *metrics {
 		}),
 		fetch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgpush_fetch_duration_seconds",
-			Help:    "Time to fetch the rows and unread counts behind one batch of hints.",
+			Help:    "Time to fetch the rows behind one batch of hints (rows the hints carry are not fetched).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 		listenerUp: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -62,6 +63,9 @@ func newMetrics(connections func() float64) *metrics {
 		badHints: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_notifications_malformed_total", Help: "Notifications on the channel whose payload was not a pgpush hint.",
 		}),
+		unverified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_hints_unverified_total", Help: "Hints whose signature did not verify (the key was rotated, or a forged or altered payload); their rows and counts were read from the table instead.",
+		}),
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_slow_consumer_closes_total", Help: "Connections closed with 1013 because a write to them timed out (the client stopped reading).",
 		}),
@@ -73,7 +77,7 @@ func newMetrics(connections func() float64) *metrics {
 		}, []string{"reason"}),
 	}
 	m.registry.MustRegister(m.connections, m.delivered, m.latency, m.fetch, m.listenerUp,
-		m.reconnects, m.catchUps, m.dropped, m.skipped, m.badHints, m.slowClosed, m.resyncs, m.rejected,
+		m.reconnects, m.catchUps, m.dropped, m.skipped, m.badHints, m.unverified, m.slowClosed, m.resyncs, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1370,4 +1370,7 @@ func TestForgedAndReplayedHintsCarryNothingToClients(t *testing.T) {
 			t.Fatalf("a hint sent by another session brought %s", m.Raw)
 		}
 	}
+	if got := e.metric("pgpush_hints_unverified_total"); got != 2 {
+		t.Errorf("pgpush_hints_unverified_total = %v, want 2 (the altered payload and the made-up signature)", got)
+	}
 }
