@@ -221,3 +221,21 @@ func TestDeliveredWhenFullErrsTowardsDuplicates(t *testing.T) {
 		t.Fatal("a forgotten row's frame was skipped")
 	}
 }
+
+func TestDeliveredInsertedRowIsNotTheTablesVersion(t *testing.T) {
+	// Transaction 100 inserts row 5 (its hint carries the row as inserted)
+	// and a later statement of it changes the row's title: the frame read
+	// from the table has the same changed_xid and the same count, but is
+	// another version of the row.
+	d := newDelivered(trackedRows)
+	offer(t, d, []step{
+		{"inserted, from the hint", liveF(5, 100|insertedVersion, 1, 100), true},
+		{"its final fields, from the table", liveF(5, 100, 1, 100), true},
+		{"the same again", liveF(5, 100, 1, 100), false},
+		// A live frame queued while a replay read the row: written, and
+		// the frame of the later statement's hint, which follows it,
+		// is not skipped.
+		{"the inserted version after a replay", liveF(5, 100|insertedVersion, 1, 100), true},
+		{"the later statement's frame", liveF(5, 100, 1, 100), true},
+	})
+}
