@@ -105,7 +105,7 @@ func TestTemplateMigrated(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"notifications_count_delete", "notifications_count_insert", "notifications_count_truncate", "notifications_count_update",
+		"notifications_count_truncate",
 		"notifications_notify_delete", "notifications_notify_insert", "notifications_notify_update", "notifications_stamp",
 	}
 	if !slices.Equal(triggers, want) {
