@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -1372,5 +1373,48 @@ func TestForgedAndReplayedHintsCarryNothingToClients(t *testing.T) {
 	}
 	if got := e.metric("pgpush_hints_unverified_total"); got != 2 {
 		t.Errorf("pgpush_hints_unverified_total = %v, want 2 (the altered payload and the made-up signature)", got)
+	}
+}
+
+// TestWithoutTheHintKeyRowsAreFetched: a serving role that was not granted
+// SELECT on notifications_hint_key cannot check the hints' signatures; it
+// says so once in its log, and reads every row and count from the table.
+func TestWithoutTheHintKeyRowsAreFetched(t *testing.T) {
+	t.Parallel()
+	logs := &testkit.SyncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	dbURL := dbtest.NewDB(t)
+	admin := dbtest.Pool(t, dbURL)
+	role := "pgpush_nokey_" + randomHex(t, 4)
+	createRoles(t, admin, role)
+	for _, g := range []string{
+		`GRANT SELECT, UPDATE (read_at) ON notifications TO %s`,
+		`GRANT SELECT ON goose_db_version TO %s`,
+		`GRANT SELECT, DELETE ON notifications_deleted TO %s`,
+		`GRANT SELECT, UPDATE ON notifications_deleted_horizon TO %s`,
+		`GRANT SELECT ON notifications_unread_counts TO %s`,
+		`GRANT SELECT, INSERT, UPDATE ON notifications_unread TO %s`,
+		`GRANT SELECT, DELETE ON notifications_unread_delta TO %s`,
+		`GRANT SELECT, UPDATE ON notifications_unread_folded TO %s`,
+	} {
+		mustExec(t, admin, fmt.Sprintf(g, role))
+	}
+	roleURL := withRole(t, dbURL, role, "", "")
+	e := startEnv(t, roleURL, dbtest.Pool(t, roleURL), testVerifier(t), func(c *push.Config) { c.Logger = logger })
+	e.pool = admin // the test writes as the owner
+	c, _ := e.dial("alice", "")
+	v := newView()
+	for i := range 3 {
+		e.insert("alice", fmt.Sprintf("n%d", i))
+		v.apply(c.next("created"))
+	}
+	if want := e.tableView("alice"); !reflect.DeepEqual(v.rows, want.rows) || v.unread != want.unread {
+		t.Fatalf("client holds %+v, table %+v", v, want)
+	}
+	if got := e.metric("pgpush_fetch_duration_seconds_count"); got < 1 {
+		t.Errorf("no fetch: the rows came from hints the server could not check")
+	}
+	if n := strings.Count(logs.String(), "cannot read the hint key"); n != 1 {
+		t.Errorf("the missing key was logged %d times, want once:\n%s", n, logs)
 	}
 }
