@@ -237,24 +237,42 @@ BEGIN
         -- A row moved to another user is deleted for the old one and created
         -- for the new one; so is a row whose id changed (the full join). The
         -- deltas add up, per user, to the new rows' unread less the old ones'.
-        SELECT array_agg(h.op ORDER BY h.id, h.op DESC), array_agg(h.id ORDER BY h.id, h.op DESC),
-               array_agg(h.user_id ORDER BY h.id, h.op DESC), array_agg(h.delta ORDER BY h.id, h.op DESC)
-        INTO ops, ids, user_ids, deltas
-        FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
-        CROSS JOIN LATERAL (VALUES
-            (CASE WHEN n.id IS NULL THEN NULL WHEN o.user_id = n.user_id THEN 'u' ELSE 'c' END, n.id, n.user_id,
-             (n.read_at IS NULL)::integer - CASE WHEN o.user_id = n.user_id AND o.read_at IS NULL THEN 1 ELSE 0 END),
-            (CASE WHEN o.id IS NOT NULL AND o.user_id IS DISTINCT FROM n.user_id THEN 'd' END, o.id, o.user_id,
-             -(o.read_at IS NULL)::integer)
-        ) AS h(op, id, user_id, delta)
-        WHERE h.op IS NOT NULL;
-        IF array_position(ops, 'd') IS NOT NULL THEN
+        -- As for INSERT, one sort by user: a user with more than 32 rows
+        -- becomes one "b" item with the sum of their deltas here, so a DBA's
+        -- 900,000-row UPDATE builds no array of 900,000 items.
+        WITH h AS MATERIALIZED (
+            SELECT h.op, h.id, h.user_id, h.delta
+            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
+            CROSS JOIN LATERAL (VALUES
+                (CASE WHEN n.id IS NULL THEN NULL WHEN o.user_id = n.user_id THEN 'u' ELSE 'c' END, n.id, n.user_id,
+                 (n.read_at IS NULL)::integer - CASE WHEN o.user_id = n.user_id AND o.read_at IS NULL THEN 1 ELSE 0 END),
+                (CASE WHEN o.id IS NOT NULL AND o.user_id IS DISTINCT FROM n.user_id THEN 'd' END, o.id, o.user_id,
+                 -(o.read_at IS NULL)::integer)
+            ) AS h(op, id, user_id, delta)
+            WHERE h.op IS NOT NULL
+        ), recorded AS (
             INSERT INTO notifications_deleted (user_id, ids)
-            SELECT x.user_id, array_agg(x.id ORDER BY x.id)
-            FROM unnest(ops, ids, user_ids) AS x(op, id, user_id)
-            WHERE x.op = 'd'
-            GROUP BY x.user_id;
-        END IF;
+            SELECT h.user_id, array_agg(h.id ORDER BY h.id)
+            FROM h
+            WHERE h.op = 'd'
+            GROUP BY h.user_id
+        ), w AS (
+            SELECT h.op, h.id, h.user_id, h.delta,
+                   count(*) OVER u AS user_rows,
+                   sum(h.delta) OVER u AS user_delta,
+                   row_number() OVER (u ORDER BY h.id, h.op DESC) AS k
+            FROM h
+            WINDOW u AS (PARTITION BY h.user_id)
+        ), x AS (
+            SELECT CASE WHEN w.user_rows > 32 THEN 'b' ELSE w.op END AS op, w.id, w.user_id,
+                   CASE WHEN w.user_rows > 32 THEN w.user_delta ELSE w.delta END::integer AS delta
+            FROM w
+            WHERE w.user_rows <= 32 OR w.k = 1
+        )
+        SELECT array_agg(x.op ORDER BY x.id, x.op DESC), array_agg(x.id ORDER BY x.id, x.op DESC),
+               array_agg(x.user_id ORDER BY x.id, x.op DESC), array_agg(x.delta ORDER BY x.id, x.op DESC)
+        INTO ops, ids, user_ids, deltas
+        FROM x;
     ELSE
         -- One pass over the deleted rows, grouped by user: the record of the
         -- deletions, then the hints (a user with more than 32 rows is named
