@@ -168,7 +168,11 @@ func (h *hint) verify(payload string, key []byte, pid uint32) (badSig bool) {
 	if h.Sig == "" || h.Xid == 0 {
 		return false
 	}
-	if len(key) == 0 || len(payload) < sigSuffix || payload[len(payload)-sigSuffix:len(payload)-66] != `,"sig":"` {
+	if len(key) == 0 || len(payload) < sigSuffix {
+		return true
+	}
+	body, suffix := payload[:len(payload)-sigSuffix], payload[len(payload)-sigSuffix:]
+	if suffix != `,"sig":"`+h.Sig+`"}` {
 		return true
 	}
 	sig, err := hex.DecodeString(h.Sig)
@@ -176,7 +180,7 @@ func (h *hint) verify(payload string, key []byte, pid uint32) (badSig bool) {
 		return true
 	}
 	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(payload[:len(payload)-sigSuffix]))
+	mac.Write([]byte(body))
 	if !hmac.Equal(mac.Sum(nil), sig) {
 		return true
 	}
@@ -185,18 +189,17 @@ func (h *hint) verify(payload string, key []byte, pid uint32) (badSig bool) {
 }
 
 // decodeRows sets the payload of each row of a signed "c" hint that carries
-// its fields. A row whose fields cannot be used (a time zone offset in
-// seconds, an infinite timestamp) keeps none and is read from the table.
+// its fields, and lets go of the rows' raw fields in every hint (an unsigned
+// hint's are not used, and would wait in the dispatcher's queue). A row whose
+// fields cannot be used (a time zone offset in seconds, an infinite
+// timestamp) keeps none and is read from the table.
 func (h *hint) decodeRows() {
-	if !h.signed || h.Op != "c" {
-		return
-	}
 	for i := range h.Rows {
 		r := &h.Rows[i]
-		if len(r.Row) > 0 {
+		if len(r.Row) > 0 && h.signed && h.Op == "c" {
 			r.payload, _ = payloadRow(r, h.Xid)
-			r.Row = nil
 		}
+		r.Row = nil
 	}
 }
 
