@@ -872,15 +872,7 @@ func TestSecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	role, password := "pgpush_logs_"+randomHex(t, 4), "db-pw-"+randomHex(t, 12)
 	createRoles(t, admin, role)
 	mustExec(t, admin, fmt.Sprintf(`ALTER ROLE %s PASSWORD '%s'`, role, password))
-	mustExec(t, admin, `GRANT SELECT, UPDATE (read_at) ON notifications TO `+role)
-	mustExec(t, admin, `GRANT SELECT ON goose_db_version TO `+role)
-	mustExec(t, admin, `GRANT SELECT, DELETE ON notifications_deleted TO `+role)
-	mustExec(t, admin, `GRANT SELECT, UPDATE ON notifications_deleted_horizon TO `+role)
-	mustExec(t, admin, `GRANT SELECT ON notifications_unread_counts TO `+role)
-	mustExec(t, admin, `GRANT SELECT, INSERT, UPDATE ON notifications_unread TO `+role)
-	mustExec(t, admin, `GRANT SELECT, DELETE ON notifications_unread_delta TO `+role)
-	mustExec(t, admin, `GRANT SELECT, UPDATE ON notifications_unread_folded TO `+role)
-	mustExec(t, admin, `GRANT SELECT ON notifications_hint_key TO `+role)
+	grantServing(t, admin, role, true)
 	roleURL := withRole(t, dbURL, role, password, "")
 
 	v, err := auth.New(ctx, auth.Config{Secret: testSecret, Logger: logger})
@@ -1185,6 +1177,29 @@ func withRole(t *testing.T, dbURL, role, password, schema string) string {
 	return u.String()
 }
 
+// grantServing gives role what the README's Security section grants the role
+// that runs pgpush serve, on the tables of the search_path; withKey false
+// leaves out the hint key.
+func grantServing(t *testing.T, admin *pgxpool.Pool, role string, withKey bool) {
+	t.Helper()
+	grants := []string{
+		`GRANT SELECT, UPDATE (read_at) ON notifications TO %s`,
+		`GRANT SELECT ON goose_db_version TO %s`,
+		`GRANT SELECT, DELETE ON notifications_deleted TO %s`,
+		`GRANT SELECT, UPDATE ON notifications_deleted_horizon TO %s`,
+		`GRANT SELECT ON notifications_unread_counts TO %s`,
+		`GRANT SELECT, INSERT, UPDATE ON notifications_unread TO %s`,
+		`GRANT SELECT, DELETE ON notifications_unread_delta TO %s`,
+		`GRANT SELECT, UPDATE ON notifications_unread_folded TO %s`,
+	}
+	if withKey {
+		grants = append(grants, `GRANT SELECT ON notifications_hint_key TO %s`)
+	}
+	for _, g := range grants {
+		mustExec(t, admin, fmt.Sprintf(g, role))
+	}
+}
+
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
@@ -1387,18 +1402,7 @@ func TestWithoutTheHintKeyRowsAreFetched(t *testing.T) {
 	admin := dbtest.Pool(t, dbURL)
 	role := "pgpush_nokey_" + randomHex(t, 4)
 	createRoles(t, admin, role)
-	for _, g := range []string{
-		`GRANT SELECT, UPDATE (read_at) ON notifications TO %s`,
-		`GRANT SELECT ON goose_db_version TO %s`,
-		`GRANT SELECT, DELETE ON notifications_deleted TO %s`,
-		`GRANT SELECT, UPDATE ON notifications_deleted_horizon TO %s`,
-		`GRANT SELECT ON notifications_unread_counts TO %s`,
-		`GRANT SELECT, INSERT, UPDATE ON notifications_unread TO %s`,
-		`GRANT SELECT, DELETE ON notifications_unread_delta TO %s`,
-		`GRANT SELECT, UPDATE ON notifications_unread_folded TO %s`,
-	} {
-		mustExec(t, admin, fmt.Sprintf(g, role))
-	}
+	grantServing(t, admin, role, false)
 	roleURL := withRole(t, dbURL, role, "", "")
 	e := startEnv(t, roleURL, dbtest.Pool(t, roleURL), testVerifier(t), func(c *push.Config) { c.Logger = logger })
 	e.pool = admin // the test writes as the owner
