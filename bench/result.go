@@ -543,7 +543,7 @@ func (res *Result) writeOne(w io.Writer) {
 	load := fmt.Sprintf("%d users × %d connections", p.Users, p.ConnsPerUser)
 	switch res.Scenario {
 	case Steady, Fanout:
-		load += fmt.Sprintf("; %d writers, %.0f rows/s for %gs, one row per transaction", p.Writers, p.Rate, p.DurationSeconds)
+		load += fmt.Sprintf("; %d writers (sessions warmed by a rolled-back insert), %.0f rows/s for %gs, one row per transaction", p.Writers, p.Rate, p.DurationSeconds)
 	case Burst:
 		load += fmt.Sprintf("; one INSERT of %d rows", p.Rows)
 	case Idle:
