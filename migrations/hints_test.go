@@ -655,7 +655,11 @@ func TestHintsReset(t *testing.T) {
 	e := newHintEnv(t)
 	e.exec(`INSERT INTO notifications (user_id, title) VALUES ('alice', 'x')`)
 	e.drain()
-	for _, sql := range []string{"TRUNCATE notifications", "SELECT notifications_unread_recount()"} {
+	for _, c := range []struct{ sql, extra string }{
+		{"TRUNCATE notifications", `,"truncated":true`},
+		{"SELECT notifications_unread_recount()", ""},
+	} {
+		sql := c.sql
 		var xid int64
 		tx, err := e.pool.Begin(t.Context())
 		if err != nil {
@@ -671,8 +675,20 @@ func TestHintsReset(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := e.drain()
-		if want := fmt.Sprintf(`{"v":2,"xid":%d,"op":"r"}`, xid); !slices.Equal(got, []string{want}) {
+		if want := fmt.Sprintf(`{"v":2,"xid":%d,"op":"r"%s}`, xid, c.extra); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s: %q, want %s", sql, got, want)
+		}
+		// A TRUNCATE raises the deletions' horizon above itself (cursors
+		// from before it start afresh); a recount leaves it.
+		var horizon int64
+		if err := e.pool.QueryRow(t.Context(), `SELECT horizon::text::bigint FROM notifications_deleted_horizon`).Scan(&horizon); err != nil {
+			t.Fatal(err)
+		}
+		if c.extra != "" && horizon != xid+1 {
+			t.Errorf("%s: horizon %d, want %d", sql, horizon, xid+1)
+		}
+		if c.extra == "" && horizon > xid {
+			t.Errorf("%s: horizon %d moved above the recount's transaction %d", sql, horizon, xid)
 		}
 	}
 }

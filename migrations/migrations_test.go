@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/pgpush/pgpush/db/dbtest"
 	"github.com/pgpush/pgpush/migrations"
 )
@@ -17,12 +19,7 @@ func TestMain(m *testing.M) { dbtest.Main(m) }
 // that nothing is left and that Check notices, then go up again.
 func TestMigrationsGoDownAndUpAgain(t *testing.T) {
 	ctx := context.Background()
-	pool := dbtest.Pool(t, dbtest.NewDB(t))
-	p, err := migrations.Open(pool, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	pool, p := migratedDB(t)
 	if err := migrations.Check(ctx, pool); err != nil {
 		t.Fatalf("a migrated database: %v", err)
 	}
@@ -78,4 +75,53 @@ func TestMigrationsGoDownAndUpAgain(t *testing.T) {
 	if !strings.Contains(n.Payload, `"op":"c"`) || !strings.Contains(n.Payload, `"alice"`) {
 		t.Fatalf("payload %s", n.Payload)
 	}
+}
+
+// TestTruncateResyncGoesDownExactly: migrating 00008 down leaves the
+// functions it replaced as 00007 made them (bodies, settings, security).
+func TestTruncateResyncGoesDownExactly(t *testing.T) {
+	ctx := context.Background()
+	pool, p := migratedDB(t)
+	functions := func() string {
+		t.Helper()
+		var defs string
+		err := pool.QueryRow(ctx, `SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(obj_description(p.oid, 'pg_proc'), ''), E'\n' ORDER BY p.proname)
+			FROM pg_proc p WHERE p.proname IN ('notifications_count', 'notifications_hint_reset')`).Scan(&defs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return defs
+	}
+	if _, err := p.DownTo(ctx, 6); err != nil {
+		t.Fatalf("down to 6: %v", err)
+	}
+	if _, err := p.UpTo(ctx, 7); err != nil {
+		t.Fatalf("up to 7: %v", err)
+	}
+	at7 := functions()
+	if _, err := p.UpTo(ctx, 8); err != nil {
+		t.Fatalf("up to 8: %v", err)
+	}
+	if functions() == at7 {
+		t.Fatal("00008 changed neither function")
+	}
+	if _, err := p.DownTo(ctx, 7); err != nil {
+		t.Fatalf("down to 7: %v", err)
+	}
+	if got := functions(); got != at7 {
+		t.Errorf("after 00008 down:\n%s\nwant 00007's:\n%s", got, at7)
+	}
+}
+
+// migratedDB is a fresh database from the migrated template, and a provider
+// of pgpush's migrations on it.
+func migratedDB(t *testing.T) (*pgxpool.Pool, *migrations.Provider) {
+	t.Helper()
+	pool := dbtest.Pool(t, dbtest.NewDB(t))
+	p, err := migrations.Open(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return pool, p
 }

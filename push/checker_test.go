@@ -535,6 +535,9 @@ type checkWriter struct {
 	id   int
 	rng  *rand.Rand
 	conn *pgx.Conn
+	// truncateAt is the transaction that TRUNCATEs the table (-1: none):
+	// writer 0's, in the middle third of its run, in every other seed.
+	truncateAt int
 }
 
 func (r *checkRun) newWriter(ctx context.Context, id int) (*checkWriter, error) {
@@ -542,7 +545,11 @@ func (r *checkRun) newWriter(ctx context.Context, id int) (*checkWriter, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &checkWriter{r: r, id: id, rng: rand.New(rand.NewPCG(r.seed, uint64(100+id))), conn: conn}, nil
+	w := &checkWriter{r: r, id: id, rng: rand.New(rand.NewPCG(r.seed, uint64(100+id))), conn: conn, truncateAt: -1}
+	if n := r.opts.txns; id == 0 && r.opts.deletes != "none" && n >= 3 && w.rng.IntN(2) == 0 {
+		w.truncateAt = n/3 + w.rng.IntN(n/3)
+	}
+	return w, nil
 }
 
 func (w *checkWriter) run(ctx context.Context) error {
@@ -593,7 +600,9 @@ func (w *checkWriter) txn(ctx context.Context, i int) error {
 		return true
 	}
 
-	if w.rng.IntN(12) == 0 {
+	if i == w.truncateAt && gate(r.users...) {
+		err = w.truncate(ctx, tx, rec)
+	} else if w.rng.IntN(12) == 0 {
 		err = w.edge(ctx, tx, rec)
 	} else {
 		for range 1 + w.rng.IntN(3) {
@@ -729,6 +738,23 @@ func (w *checkWriter) statement(ctx context.Context, tx pgx.Tx, rec *txnRecord, 
 		return w.delete(ctx, tx, rec, fmt.Sprintf("delete the rows of %v with id %% %d = 0", users, mod),
 			`DELETE FROM notifications WHERE user_id = ANY($1) AND id % $2 = 0 RETURNING id`, users, mod)
 	}
+}
+
+// truncate is a DBA's TRUNCATE, which removes rows without row hints (every
+// client holding rows from before it starts afresh), followed in the same
+// transaction by an insert.
+func (w *checkWriter) truncate(ctx context.Context, tx pgx.Tx, rec *txnRecord) error {
+	if _, err := tx.Exec(ctx, `LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("lock for truncate: %w", err)
+	}
+	if err := w.delete(ctx, tx, rec, "the rows the truncate removes", `SELECT id FROM notifications`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE notifications`); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	rec.stmts = append(rec.stmts, "TRUNCATE notifications")
+	return w.insert(ctx, tx, rec, 1, w.user())
 }
 
 // edge is issue 11 item 1's transaction: the two ends of a range of a user's

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/pgpush/pgpush/push"
 )
 
@@ -476,5 +478,69 @@ func TestInsertedRowsTravelInTheirHints(t *testing.T) {
 	}
 	if want.unread != 0 {
 		t.Fatalf("the table still has %d unread rows", want.unread)
+	}
+}
+
+// TestTruncateMakesClientsStartAfresh: a TRUNCATE removes rows without row
+// hints. A connected client that held rows from before it is closed with
+// 1013 and, resuming with its cursor, gets a fresh snapshot that equals the
+// table (also the rows the TRUNCATE's own transaction inserted afterwards);
+// so does a client that was offline meanwhile. A connection opened after the
+// TRUNCATE stays open, and a recount, which removes no rows, closes nothing.
+// With one replay page for the whole server, a replay that ends at the
+// horizon must give its page back, or the next one waits forever.
+func TestTruncateMakesClientsStartAfresh(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *push.Config) { c.ReplayPages = 1 })
+	e.insert("alice", "old 1")
+	e.insert("alice", "old 2")
+	e.insert("bob", "old 3")
+
+	views := map[string]*view{}
+	conns := map[string]*client{}
+	for _, user := range []string{"alice", "bob"} {
+		c, ready := e.dial(user, "")
+		views[user] = newView()
+		views[user].apply(ready)
+		if len(ready.Notifications) == 0 {
+			t.Fatalf("%s's ready frame lists no rows: %s", user, ready.Raw)
+		}
+		conns[user] = c
+	}
+	off, offReady := e.dial("alice", "")
+	offline := offReady.Cursor
+	off.ws.CloseNow()
+	<-off.done
+
+	e.exec(`TRUNCATE notifications; INSERT INTO notifications (user_id, title) VALUES ('alice', 'after the truncate')`)
+
+	for user, c := range conns {
+		if code := c.closed(); code != websocket.StatusTryAgainLater {
+			t.Fatalf("%s's connection closed with %d, want 1013", user, code)
+		}
+		r := e.dialRaw(e.wsURL(token(t, user), c.last), nil)
+		m := r.next("ready")
+		if !m.Resync {
+			t.Fatalf("%s resumed from before the TRUNCATE without a resync: %s", user, m.Raw)
+		}
+		views[user].apply(m)
+		if d := views[user].diff(e.tableView(user)); d != "" {
+			t.Fatalf("%s after the resync: %s", user, d)
+		}
+	}
+	r := e.dialRaw(e.wsURL(token(t, "alice"), offline), nil)
+	if m := r.next("ready"); !m.Resync || len(m.Notifications) != 1 || m.Notifications[0].Title != "after the truncate" {
+		t.Fatalf("an offline client resumed from before the TRUNCATE with %s; want a resync with the one new row", m.Raw)
+	}
+
+	// After the TRUNCATE: live frames, and a recount closes nothing.
+	later, ready := e.dial("carol", "")
+	v := newView()
+	v.apply(ready)
+	e.exec(`SELECT notifications_unread_recount()`)
+	e.insert("carol", "live")
+	v.apply(later.next("created"))
+	if d := v.diff(e.tableView("carol")); d != "" {
+		t.Fatalf("carol after the TRUNCATE and a recount: %s", d)
 	}
 }

@@ -272,6 +272,15 @@ func (d *dispatcher) deliverOnce(ctx context.Context, items []item) error {
 			// Counts changed without row hints; every count read from
 			// here on sees that (it committed before).
 			clear(d.counts)
+			if it.h.Truncated {
+				// Rows went without row hints. The TRUNCATE raised the
+				// deletions' horizon above itself, so each connection's
+				// replay from its own cursor ends it (1013) if its client
+				// may hold such rows, and the client comes back to a
+				// fresh snapshot; a connection whose snapshot saw the
+				// TRUNCATE replays nothing.
+				hub.markAllBehind(0, hub.lastSeq())
+			}
 		}
 		for _, u := range it.h.Users {
 			if !it.h.signed {

@@ -22,11 +22,14 @@ import (
 //	{"v":2,"xmin":123,"xid":130,"pid":4711,"op":"c","rows":[[42,"alice",1,[...row...]],[43,"bob",0]],"sig":"…"}
 //	{"v":2,"xmin":123,"xid":130,"pid":4711,"op":"b","users":["carol"],"deltas":[-40],"sig":"…"}
 //	{"v":2,"xid":131,"op":"r"}
+//	{"v":2,"xid":132,"op":"r","truncated":true}
 //
 // op is "c" (created), "u" (updated), "d" (deleted), "b" (bulk: the users
 // listed had many rows created, updated or deleted by one statement, to be
 // read from the table), "r" (unread counts changed without row hints: a
-// TRUNCATE or a recount) or "h" (a node's heartbeat, with "node" naming it).
+// TRUNCATE or a recount; "truncated" for a TRUNCATE, migrations/00008, whose
+// removed rows the clients learn of by a fresh snapshot) or "h" (a node's
+// heartbeat, with "node" naming it).
 // xmin is pg_snapshot_xmin of the writing statement's snapshot, xid the
 // writing transaction and pid the backend that sent it. A row is [id,
 // user_id, delta] with delta its change to the user's unread count, and, for
@@ -42,7 +45,9 @@ type hint struct {
 	Rows   []hintRow `json:"rows"`
 	Users  []string  `json:"users"`
 	Deltas []int64   `json:"deltas"`
-	Sig    string    `json:"sig"`
+	// Truncated marks the "r" hint of a TRUNCATE.
+	Truncated bool   `json:"truncated"`
+	Sig       string `json:"sig"`
 	// signed is set by verify: the trigger wrote this payload, so its
 	// deltas and rows may be used. An unsigned hint only names rows and
 	// users, whose rows and counts are read from the table.

@@ -136,9 +136,11 @@ func (ss *session) replay(ctx context.Context, since Cursor, maxFrames int) (unr
 			return 0, fmt.Errorf("replay deletions: %w", err)
 		}
 		if len(rows) == 0 {
+			s.releasePage()
 			return 0, fmt.Errorf("replay deletions: %w: no row", errDatabase)
 		}
 		if first && Cursor(rows[0].Horizon) > since {
+			s.releasePage()
 			return 0, fmt.Errorf("%w: deletions since the cursor were pruned", errTooFarBehind)
 		}
 		unread = rows[0].Unread
