@@ -132,6 +132,7 @@ type Ratios struct {
 	// one side committed fewer rows (it fell behind), PostgresCPU
 	// understates its cost.
 	PostgresCPUPerRow *float64 `json:"postgres_cpu_per_row"`
+	WALPerRow         *float64 `json:"wal_per_row,omitempty"`
 	ServerCPU         *float64 `json:"server_cpu"`
 	AchievedRate      *float64 `json:"achieved_rate"`
 	InsertP50         *float64 `json:"insert_p50"`
@@ -160,6 +161,12 @@ var comparedFigures = []comparedFigure{
 		}
 		return r.Postgres.CPUSeconds * 1e3 / float64(r.Rows), true
 	}, func(r *Ratios) **float64 { return &r.PostgresCPUPerRow }},
+	{"WAL bytes/row", 0, func(r *Result) (float64, bool) {
+		if r.Postgres == nil || r.Postgres.WALBytes == nil || r.Rows == 0 {
+			return 0, false
+		}
+		return float64(*r.Postgres.WALBytes) / float64(r.Rows), true
+	}, func(r *Ratios) **float64 { return &r.WALPerRow }},
 	{"server CPU-s", 2, from(func(r *Result) *ServerStats { return r.Server }, func(s *ServerStats) float64 { return s.CPUSeconds }),
 		func(r *Ratios) **float64 { return &r.ServerCPU }},
 	{"achieved rows/s", 1, func(r *Result) (float64, bool) { return r.AchievedRate, r.AchievedRate > 0 },
@@ -280,6 +287,9 @@ type Load struct {
 type PostgresStats struct {
 	// CPUSeconds sums the postmaster and its children, live and exited.
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// WALBytes is the WAL the cluster wrote over the measured phase (after
+	// a checkpoint, when self-contained: full-page images included).
+	WALBytes *int64 `json:"wal_bytes,omitempty"`
 }
 
 // latencyOf sorts ns in place and summarises it.
@@ -597,6 +607,12 @@ func (res *Result) writeOne(w io.Writer) {
 	pgCPU := "no /proc readings"
 	if res.Postgres != nil {
 		pgCPU = fmt.Sprintf("%.2f CPU-s", res.Postgres.CPUSeconds)
+		if w := res.Postgres.WALBytes; w != nil {
+			pgCPU += fmt.Sprintf(", %.1f MB of WAL", float64(*w)/1e6)
+			if res.Rows > 0 {
+				pgCPU += fmt.Sprintf(" (%.0f bytes per row)", float64(*w)/float64(res.Rows))
+			}
+		}
 	}
 	pf("postgres:    %s; bench client: %.2f CPU-s", pgCPU, res.ClientCPUSeconds)
 	if len(res.Statements) > 0 {

@@ -384,7 +384,8 @@ type snapshot struct {
 	machine   cpuTimes // of the whole machine; zero if unknown
 	at        time.Time
 	metrics   map[string]float64
-	ok        struct{ server, pg bool }
+	walLSN    int64 // pg_current_wal_lsn as a byte position
+	ok        struct{ server, pg, wal bool }
 }
 
 func (r *run) snap(ctx context.Context) snapshot {
@@ -403,6 +404,13 @@ func (r *run) snap(ctx context.Context) snapshot {
 		if cpu, err := postgresCPU(pm); err == nil {
 			s.pgCPU, s.ok.pg = cpu, true
 		}
+	}
+	// The WAL written meanwhile: the writers' rows, pgpush's or the
+	// floor's trigger writes, and everything else the cluster does.
+	if err := r.t.pool.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&s.walLSN); err == nil {
+		s.ok.wal = true
+	} else {
+		r.log.Warn("cannot read the WAL position", "err", err)
 	}
 	s.self = selfCPU()
 	s.machine, _ = machineCPU()
@@ -431,7 +439,12 @@ func (r *run) postgresStats(before, after snapshot) *PostgresStats {
 	if !before.ok.pg || !after.ok.pg {
 		return nil
 	}
-	return &PostgresStats{CPUSeconds: after.pgCPU - before.pgCPU}
+	p := &PostgresStats{CPUSeconds: after.pgCPU - before.pgCPU}
+	if before.ok.wal && after.ok.wal {
+		wal := after.walLSN - before.walLSN
+		p.WALBytes = &wal
+	}
+	return p
 }
 
 // loadOf reports how busy the machine was over the measured phase, and how

@@ -213,6 +213,7 @@ func TestBenchDurableHistoryAndFloor(t *testing.T) {
 			Ratios *struct {
 				LatencyP50  *float64 `json:"latency_p50"`
 				PostgresCPU *float64 `json:"postgres_cpu"`
+				WALPerRow   *float64 `json:"wal_per_row"`
 			} `json:"ratios"`
 		}
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
@@ -230,10 +231,11 @@ func TestBenchDurableHistoryAndFloor(t *testing.T) {
 		if got.Target != "pgpush" || got.Floor.Target != "floor" || got.Table.Name != "notifications" || got.Floor.Table.Name == "notifications" {
 			t.Errorf("targets %q on %+v and %q on %+v", got.Target, got.Table, got.Floor.Target, got.Floor.Table)
 		}
-		if got.Ratios == nil || got.Ratios.LatencyP50 == nil || *got.Ratios.LatencyP50 <= 0 || got.Ratios.PostgresCPU == nil {
+		if got.Ratios == nil || got.Ratios.LatencyP50 == nil || *got.Ratios.LatencyP50 <= 0 || got.Ratios.PostgresCPU == nil ||
+			got.Ratios.WALPerRow == nil || *got.Ratios.WALPerRow <= 0 {
 			t.Errorf("ratios %+v", got.Ratios)
 		}
-		for _, want := range []string{"DURABLE (fsync on, synchronous_commit on, full_page_writes on)", "500 older rows", "compared (steady, durable", "latency p50 ms"} {
+		for _, want := range []string{"DURABLE (fsync on, synchronous_commit on, full_page_writes on)", "500 older rows", "compared (steady, durable", "latency p50 ms", "WAL bytes/row", "bytes per row"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("summary lacks %q:\n%s", want, stderr)
 			}
