@@ -233,6 +233,33 @@ func TestBellReconnectsAndCatchesUp(t *testing.T) {
 	p.assertNoExceptions()
 }
 
+// TestBellFollowsATruncate: a DBA's TRUNCATE sends no row hints; the
+// server closes the bell's socket (1013), the client resumes with its cursor
+// and gets a fresh snapshot, and the bell shows exactly the table again:
+// the rows gone, the one the TRUNCATE's transaction inserted, its count.
+func TestBellFollowsATruncate(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	p := newBrowser(t).first
+	p.open(s.url("/?user=alice"))
+	p.waitFor("status open", hostIs("open", 0))
+	p.click(tid("pgpush-bell-button"))
+	old := []int64{s.insert("alice", "before the truncate", ""), s.insert("alice", "also before", "")}
+	p.waitFor("two rows", hostIs("open", 2)+" && "+count(`li[data-testid=pgpush-item]`)+" === 2")
+	attempts := s.wsAttempts("")
+
+	s.exec(`TRUNCATE notifications; INSERT INTO notifications (user_id, title) VALUES ('alice', 'after the truncate')`)
+	p.waitFor("only the new row, unread", hostIs("open", 1)+" && "+count(`li[data-testid=pgpush-item]`)+" === 1 && "+
+		fmt.Sprintf(`!%s && !%s`, item(old[0]), item(old[1]))+" && "+
+		`[...`+shadowAll(`li[data-testid=pgpush-item]`)+`].every((li) => li.textContent.includes('after the truncate'))`)
+	if n := s.wsAttempts("") - attempts; n < 1 {
+		t.Fatalf("%d WebSocket attempts after the TRUNCATE: want a resume", n)
+	}
+	live := s.insert("alice", "live again", "")
+	p.waitFor("a live row after the resync", hostIs("open", 2)+" && "+item(live)+`?.dataset.unread === 'true'`)
+	p.assertNoExceptions()
+}
+
 // TestBellCrossOrigin: the README's setup, an app on another origin that
 // loads bell.js from the push server and gets tokens from its own backend,
 // works once its origin is in AllowedOrigins (PGPUSH_ALLOWED_ORIGINS):
