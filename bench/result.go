@@ -162,7 +162,8 @@ var comparedFigures = []comparedFigure{
 		return r.Postgres.CPUSeconds * 1e3 / float64(r.Rows), true
 	}, func(r *Ratios) **float64 { return &r.PostgresCPUPerRow }},
 	{"WAL bytes/row", 0, func(r *Result) (float64, bool) {
-		if r.Postgres == nil || r.Postgres.WALBytes == nil || r.Rows == 0 {
+		// An idle run's readings cover the hold, not its rows.
+		if r.Postgres == nil || r.Postgres.WALBytes == nil || r.Rows == 0 || r.Scenario == Idle {
 			return 0, false
 		}
 		return float64(*r.Postgres.WALBytes) / float64(r.Rows), true
@@ -288,7 +289,8 @@ type PostgresStats struct {
 	// CPUSeconds sums the postmaster and its children, live and exited.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// WALBytes is the WAL the cluster wrote over the measured phase (after
-	// a checkpoint, when self-contained: full-page images included).
+	// a checkpoint, when self-contained: full-page images included); for
+	// idle, over the hold, before the rows.
 	WALBytes *int64 `json:"wal_bytes,omitempty"`
 }
 
@@ -609,7 +611,7 @@ func (res *Result) writeOne(w io.Writer) {
 		pgCPU = fmt.Sprintf("%.2f CPU-s", res.Postgres.CPUSeconds)
 		if w := res.Postgres.WALBytes; w != nil {
 			pgCPU += fmt.Sprintf(", %.1f MB of WAL", float64(*w)/1e6)
-			if res.Rows > 0 {
+			if res.Rows > 0 && res.Scenario != Idle {
 				pgCPU += fmt.Sprintf(" (%.0f bytes per row)", float64(*w)/float64(res.Rows))
 			}
 		}

@@ -384,7 +384,7 @@ type snapshot struct {
 	machine   cpuTimes // of the whole machine; zero if unknown
 	at        time.Time
 	metrics   map[string]float64
-	walLSN    int64 // pg_current_wal_lsn as a byte position
+	walLSN    int64 // pg_current_wal_insert_lsn as a byte position (what was written, flushed or not)
 	ok        struct{ server, pg, wal bool }
 }
 
@@ -407,7 +407,7 @@ func (r *run) snap(ctx context.Context) snapshot {
 	}
 	// The WAL written meanwhile: the writers' rows, pgpush's or the
 	// floor's trigger writes, and everything else the cluster does.
-	if err := r.t.pool.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&s.walLSN); err == nil {
+	if err := r.t.pool.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&s.walLSN); err == nil {
 		s.ok.wal = true
 	} else {
 		r.log.Warn("cannot read the WAL position", "err", err)
