@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/pgpush/pgpush/db/dbtest"
 	"github.com/pgpush/pgpush/push"
 )
 
@@ -349,9 +350,20 @@ func TestDeletionsWhoseHintsWereDroppedAreCaughtUp(t *testing.T) {
 // Marking all read can deadlock with a writer that updates the same rows in
 // the opposite order; PostgreSQL aborts one of them, and pgpush retries its
 // statement instead of failing the request.
+//
+// PostgreSQL looks for a deadlock once per wait, deadlock_timeout after the
+// wait began, and aborts the one that looks. So that pgpush's statement is
+// the one, whatever the machine's load, the server's sessions look after 5 s
+// (time for the writer to close the cycle) and the writer's after a minute.
 func TestMarkReadSurvivesADeadlock(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	url := dbtest.NewDB(t)
+	if strings.Contains(url, "?") {
+		url += "&deadlock_timeout=5s"
+	} else {
+		url += "?deadlock_timeout=5s"
+	}
+	e := newEnvOn(t, url, nil)
 	ctx := context.Background()
 	first := e.insert("alice", "one")
 	second := e.insert("alice", "two")
@@ -360,6 +372,9 @@ func TestMarkReadSurvivesADeadlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '60s'`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.Exec(ctx, `UPDATE notifications SET title = 'held' WHERE id = $1`, second); err != nil {
 		t.Fatal(err)
 	}
@@ -372,8 +387,8 @@ func TestMarkReadSurvivesADeadlock(t *testing.T) {
 			WHERE wait_event_type = 'Lock' AND query LIKE '%read_at = now()%'`).Scan(&n)
 		return err == nil && n == 1
 	})
-	// Now the writer wants the first: a deadlock, which pgpush's statement,
-	// waiting longer, detects first and loses.
+	// Now the writer wants the first: a deadlock, which pgpush's statement
+	// detects (the writer would only in a minute) and loses.
 	if _, err := tx.Exec(ctx, `UPDATE notifications SET title = 'held too' WHERE id = $1`, first); err != nil {
 		t.Fatalf("the writer lost the deadlock instead: %v", err)
 	}
