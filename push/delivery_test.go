@@ -548,14 +548,19 @@ func TestTruncateMakesClientsStartAfresh(t *testing.T) {
 		t.Fatalf("an offline client resumed from before the TRUNCATE with %s; want a resync with the one new row", m.Raw)
 	}
 
-	// After the TRUNCATE: live frames, and a recount closes nothing.
+	// After the TRUNCATE: live frames, and a recount (an "r" hint without
+	// "truncated") makes no connection replay.
 	later, ready := e.dial("carol", "")
 	v := newView()
 	v.apply(ready)
+	catchUps := e.metric("pgpush_catchups_total")
 	e.exec(`SELECT notifications_unread_recount()`)
 	e.insert("carol", "live")
 	v.apply(later.next("created"))
 	if d := v.diff(e.tableView("carol")); d != "" {
 		t.Fatalf("carol after the TRUNCATE and a recount: %s", d)
+	}
+	if got := e.metric("pgpush_catchups_total"); got != catchUps {
+		t.Errorf("a recount made connections replay: catch-ups %v → %v", catchUps, got)
 	}
 }
