@@ -70,6 +70,8 @@ type dispatcher struct {
 	w Cursor
 	// published is w for other goroutines (see watermark).
 	published atomic.Uint64
+	// pending counts the items offered and not yet processed.
+	pending atomic.Int64
 	// rowBytes is the mean size of the rows of the last fetch (0: none yet).
 	rowBytes int
 
@@ -163,6 +165,22 @@ func newDispatcher(s *Server) *dispatcher {
 	return &dispatcher{s: s, in: make(chan item, size), counts: make(unreadCounts)}
 }
 
+// offer queues it unless the queue is full, and reports whether it did.
+// It never waits.
+func (d *dispatcher) offer(it item) bool {
+	d.pending.Add(1)
+	select {
+	case d.in <- it:
+		return true
+	default:
+		d.pending.Add(-1)
+		return false
+	}
+}
+
+// idle reports whether every item offered so far has been processed.
+func (d *dispatcher) idle() bool { return d.pending.Load() == 0 }
+
 func (d *dispatcher) run(ctx context.Context) {
 	defer d.dropConn()
 	limit := maxBatchItems
@@ -187,6 +205,7 @@ func (d *dispatcher) run(ctx context.Context) {
 			}
 		}
 		d.process(ctx, batch)
+		d.pending.Add(-int64(len(batch)))
 		clear(batch)
 	}
 }

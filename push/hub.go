@@ -153,6 +153,24 @@ func (h *hub) closeAll(code websocket.StatusCode, reason string) {
 	}
 }
 
+// working reports whether a connection has a writer running or is behind:
+// frames are on their way, or a catch-up is.
+func (h *hub) working() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, list := range h.users {
+		for _, c := range list {
+			c.mu.Lock()
+			w := c.writing || c.behind
+			c.mu.Unlock()
+			if w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (h *hub) count() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

@@ -293,9 +293,7 @@ func (l *listener) handle(n *pgconn.Notification) {
 		l.s.metrics.dropped.Inc()
 		return
 	}
-	select {
-	case l.s.disp.in <- item{h: h, at: now}:
-	default:
+	if !l.s.disp.offer(item{h: h, at: now}) {
 		l.s.metrics.dropped.Inc()
 		l.dropping = true
 		l.s.log.Warn("the dispatcher is behind: dropping notifications until it has room; every connection then catches up from the table")
@@ -306,13 +304,11 @@ func (l *listener) handle(n *pgconn.Notification) {
 // marker covers the connections registered by now: one registered later
 // reads the table after every dropped notification's commit anyway.
 func (l *listener) tryResync() bool {
-	select {
-	case l.s.disp.in <- item{resync: true, upTo: l.s.hub.lastSeq()}:
-		l.dropping = false
-		return true
-	default:
+	if !l.s.disp.offer(item{resync: true, upTo: l.s.hub.lastSeq()}) {
 		return false
 	}
+	l.dropping = false
+	return true
 }
 
 func (l *listener) setConnected(up bool) {
