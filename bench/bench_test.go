@@ -104,6 +104,18 @@ func check(t *testing.T, o bench.Options) *bench.Result {
 		l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
 		t.Errorf("latency %+v: want %d positive, ordered samples", l, res.Delivered)
 	}
+	// Every sample of a steady phase is in the second its row was sent.
+	inSeconds, last := 0, -1
+	for _, s := range res.LatencyBySecond {
+		if s.Second <= last || s.Samples <= 0 || s.P50 > s.P99 {
+			t.Errorf("latency by second: %+v after second %d", s, last)
+		}
+		inSeconds, last = inSeconds+s.Samples, s.Second
+	}
+	if steady := o.Scenario == bench.Steady || o.Scenario == bench.Fanout; steady && inSeconds != int(res.Delivered) ||
+		!steady && res.LatencyBySecond != nil {
+		t.Errorf("%s: %d samples by second of %d delivered", o.Scenario, inSeconds, res.Delivered)
+	}
 	if res.Server == nil || res.Server.CPUSeconds < 0 || res.Server.PeakRSSMiB <= 0 {
 		t.Errorf("server readings %+v", res.Server)
 	}

@@ -85,6 +85,15 @@ type Result struct {
 
 	// LatencyMs is per delivery: frame decoded minus just before the INSERT.
 	LatencyMs *Latency `json:"latency_ms"`
+	// LatencyBySecond is LatencyMs of the rows sent in each second of a
+	// steady or fanout phase. The phase starts with a checkpoint (when
+	// self-contained), after which PostgreSQL writes every page whole to
+	// the WAL the first time it changes it: a table with many pages that
+	// each row may touch (per-user indexes) pays that in the first seconds.
+	LatencyBySecond []SecondLatency `json:"latency_by_second,omitempty"`
+	// LatencyLateMs is LatencyMs of the rows sent from lateAfter into the
+	// phase on: the seconds a checkpoint makes slow left out.
+	LatencyLateMs *Latency `json:"latency_late_ms,omitempty"`
 	// FanoutSpreadMs is, per row, its last minus its first arrival among
 	// the connections of its user (fanout).
 	FanoutSpreadMs *Latency `json:"fanout_spread_ms,omitempty"`
@@ -125,9 +134,11 @@ type Result struct {
 // are missing (or whose floor figure is 0) is null. Above 1 means pgpush is
 // slower, costs more or (achieved rate) keeps up better.
 type Ratios struct {
-	LatencyP50  *float64 `json:"latency_p50"`
-	LatencyP99  *float64 `json:"latency_p99"`
-	PostgresCPU *float64 `json:"postgres_cpu"`
+	LatencyP50 *float64 `json:"latency_p50"`
+	LatencyP99 *float64 `json:"latency_p99"`
+	// LatencyP99Late compares the p99 of LatencyLateMs.
+	LatencyP99Late *float64 `json:"latency_p99_late,omitempty"`
+	PostgresCPU    *float64 `json:"postgres_cpu"`
 	// PostgresCPUPerRow compares PostgreSQL's CPU per committed row: when
 	// one side committed fewer rows (it fell behind), PostgresCPU
 	// understates its cost.
@@ -153,6 +164,8 @@ var comparedFigures = []comparedFigure{
 		func(r *Ratios) **float64 { return &r.LatencyP50 }},
 	{"latency p99 ms", 3, from(func(r *Result) *Latency { return r.LatencyMs }, func(l *Latency) float64 { return l.P99 }),
 		func(r *Ratios) **float64 { return &r.LatencyP99 }},
+	{"latency p99 ms from 5 s", 3, from(func(r *Result) *Latency { return r.LatencyLateMs }, func(l *Latency) float64 { return l.P99 }),
+		func(r *Ratios) **float64 { return &r.LatencyP99Late }},
 	{"PostgreSQL CPU-s", 2, from(func(r *Result) *PostgresStats { return r.Postgres }, func(p *PostgresStats) float64 { return p.CPUSeconds }),
 		func(r *Ratios) **float64 { return &r.PostgresCPU }},
 	{"PostgreSQL CPU-ms/row", 3, func(r *Result) (float64, bool) {
@@ -249,6 +262,20 @@ type Latency struct {
 	Max     float64 `json:"max"`
 }
 
+// SecondLatency is the latency of the rows sent in one second of the
+// measured phase (Second 0 is its first).
+type SecondLatency struct {
+	Second  int     `json:"second"`
+	Samples int     `json:"samples"`
+	P50     float64 `json:"p50"`
+	P99     float64 `json:"p99"`
+}
+
+// lateAfter is where LatencyLateMs starts: at 1,000 rows/s over 1,000
+// users, by then nearly every user's pages have changed once since the
+// checkpoint.
+const lateAfter = 5 * time.Second
+
 // BurstStats times a one-statement insert, from just before it was sent.
 type BurstStats struct {
 	StatementMs float64 `json:"statement_ms"` // until the INSERT returned
@@ -320,6 +347,22 @@ func latencyOf(ns []int64) *Latency {
 	}
 }
 
+// bySecondOf summarises the samples of each second (sorting them in
+// place), and those from lateAfter on together.
+func bySecondOf(bySecond [][]int64) ([]SecondLatency, *Latency) {
+	var out []SecondLatency
+	var late []int64
+	for k, ns := range bySecond {
+		if k >= int(lateAfter/time.Second) {
+			late = append(late, ns...)
+		}
+		if l := latencyOf(ns); l != nil {
+			out = append(out, SecondLatency{Second: k, Samples: l.Samples, P50: l.P50, P99: l.P99})
+		}
+	}
+	return out, latencyOf(late)
+}
+
 func ms(ns int64) float64 { return math.Round(float64(ns)/1e3) / 1e3 }
 
 // collect turns what the writers and the connections recorded into res. It
@@ -340,6 +383,9 @@ func (r *run) collect(res *Result) {
 
 	users := int64(o.Users)
 	samples := make([]int64, 0, res.Expected)
+	// bySecond[k] are the samples of the rows sent in second k.
+	var bySecond [][]int64
+	steady := o.Scenario == Steady || o.Scenario == Fanout
 	lastArrival := int64(math.MinInt64)
 	for i := range f.clients {
 		c := &f.clients[i]
@@ -359,6 +405,12 @@ func (r *run) collect(res *Result) {
 			default:
 				samples = append(samples, lat)
 				lastArrival = max(lastArrival, sentAt[seq]+lat)
+				if k := int((sentAt[seq] - send.start) / int64(time.Second)); steady && k >= 0 {
+					for len(bySecond) <= k {
+						bySecond = append(bySecond, nil)
+					}
+					bySecond[k] = append(bySecond[k], lat)
+				}
 			}
 		}
 	}
@@ -368,6 +420,7 @@ func (r *run) collect(res *Result) {
 		res.FanoutSpreadMs = r.fanoutSpread(sentAt)
 	}
 	res.LatencyMs = latencyOf(samples)
+	res.LatencyBySecond, res.LatencyLateMs = bySecondOf(bySecond)
 
 	if span := float64(send.end-send.start) / 1e9; span > 0 {
 		res.AchievedRate = float64(res.Rows) / span
@@ -586,6 +639,9 @@ func (res *Result) writeOne(w io.Writer) {
 		pf("latency ms:  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (min %.3f, mean %.3f, %d samples)",
 			l.P50, l.P90, l.P99, l.P999, l.Max, l.Min, l.Mean, l.Samples)
 	}
+	if len(res.LatencyBySecond) > 0 {
+		pf("%s", bySecondLine(res.LatencyBySecond, res.LatencyLateMs))
+	}
 	if l := res.FanoutSpreadMs; l != nil {
 		pf("fan-out ms:  spread of a row over its user's connections: p50 %.3f  p99 %.3f  max %.3f", l.P50, l.P99, l.Max)
 	}
@@ -666,4 +722,21 @@ func (res *Result) writeOne(w io.Writer) {
 	for _, prob := range res.Problems {
 		pf("  !!! %s", prob)
 	}
+}
+
+// bySecondLine is the text of the latency by second: p50/p99 of each
+// second, ten to a line, then those from lateAfter on.
+func bySecondLine(secs []SecondLatency, late *Latency) string {
+	var b strings.Builder
+	b.WriteString("by second:   p50/p99 ms of the rows sent in each second of the phase:")
+	for i, s := range secs {
+		if i%10 == 0 {
+			b.WriteString("\n            ")
+		}
+		fmt.Fprintf(&b, " %ds %.1f/%.1f", s.Second, s.P50, s.P99)
+	}
+	if late != nil {
+		fmt.Fprintf(&b, "\n             from %ds on: p50 %.3f  p99 %.3f  (%d samples)", int(lateAfter/time.Second), late.P50, late.P99, late.Samples)
+	}
+	return b.String()
 }
