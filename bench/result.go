@@ -164,7 +164,7 @@ var comparedFigures = []comparedFigure{
 		func(r *Ratios) **float64 { return &r.LatencyP50 }},
 	{"latency p99 ms", 3, from(func(r *Result) *Latency { return r.LatencyMs }, func(l *Latency) float64 { return l.P99 }),
 		func(r *Ratios) **float64 { return &r.LatencyP99 }},
-	{"latency p99 ms from 5 s", 3, from(func(r *Result) *Latency { return r.LatencyLateMs }, func(l *Latency) float64 { return l.P99 }),
+	{"latency p99 ms 5s on", 3, from(func(r *Result) *Latency { return r.LatencyLateMs }, func(l *Latency) float64 { return l.P99 }),
 		func(r *Ratios) **float64 { return &r.LatencyP99Late }},
 	{"PostgreSQL CPU-s", 2, from(func(r *Result) *PostgresStats { return r.Postgres }, func(p *PostgresStats) float64 { return p.CPUSeconds }),
 		func(r *Ratios) **float64 { return &r.PostgresCPU }},

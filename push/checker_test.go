@@ -1527,10 +1527,10 @@ func (r *checkRun) summary(table map[int64]notification) string {
 	}
 	m := r.e.metric
 	return fmt.Sprintf("transactions %v; %d rows at the end; %d tabs, %d connections, %d frames, %d resyncs; "+
-		"listener killed %d times (reconnects %v); server: catch-ups %v, hints dropped %v, slow-consumer closes %v, resume resyncs %v",
+		"listener killed %d times (reconnects %v); server: catch-ups %v, hints dropped %v, slow-consumer closes %v, too-far-behind closes %v, resume resyncs %v",
 		outcomes, len(table), len(r.tabs), conns, frames, resyncs,
 		r.kills, m("pgpush_listener_reconnects_total"), m("pgpush_catchups_total"), m("pgpush_notifications_dropped_total"),
-		m("pgpush_slow_consumer_closes_total"), m("pgpush_resume_resyncs_total"))
+		m("pgpush_slow_consumer_closes_total"), m("pgpush_too_far_behind_closes_total"), m("pgpush_resume_resyncs_total"))
 }
 
 // variedFirst puts the first problem of each kind before the others, so a

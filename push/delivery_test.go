@@ -543,6 +543,9 @@ func TestTruncateMakesClientsStartAfresh(t *testing.T) {
 			t.Fatalf("%s after the resync: %s", user, d)
 		}
 	}
+	if got := e.metric("pgpush_too_far_behind_closes_total"); got != 2 {
+		t.Errorf("pgpush_too_far_behind_closes_total is %v after closing alice and bob, want 2", got)
+	}
 	r := e.dialRaw(e.wsURL(token(t, "alice"), offline), nil)
 	if m := r.next("ready"); !m.Resync || len(m.Notifications) != 1 || m.Notifications[0].Title != "after the truncate" {
 		t.Fatalf("an offline client resumed from before the TRUNCATE with %s; want a resync with the one new row", m.Raw)

@@ -22,6 +22,7 @@ type metrics struct {
 	badHints    prometheus.Counter
 	unverified  prometheus.Counter
 	slowClosed  prometheus.Counter
+	farClosed   prometheus.Counter
 	resyncs     prometheus.Counter
 	rejected    *prometheus.CounterVec
 }
@@ -69,6 +70,9 @@ func newMetrics(connections func() float64) *metrics {
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_slow_consumer_closes_total", Help: "Connections closed with 1013 because a write to them timed out (the client stopped reading).",
 		}),
+		farClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgpush_too_far_behind_closes_total", Help: "Connections closed with 1013 because catching them up from the table could not be exact or would be too long (deletions since their cursor pruned or truncated, or too many); the client resumes to a fresh snapshot.",
+		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_resume_resyncs_total", Help: "Resumes too far behind to replay, answered with a fresh snapshot.",
 		}),
@@ -77,7 +81,7 @@ func newMetrics(connections func() float64) *metrics {
 		}, []string{"reason"}),
 	}
 	m.registry.MustRegister(m.connections, m.delivered, m.latency, m.fetch, m.listenerUp,
-		m.reconnects, m.catchUps, m.dropped, m.skipped, m.badHints, m.unverified, m.slowClosed, m.resyncs, m.rejected,
+		m.reconnects, m.catchUps, m.dropped, m.skipped, m.badHints, m.unverified, m.slowClosed, m.farClosed, m.resyncs, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

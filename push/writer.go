@@ -75,6 +75,7 @@ func (ss *session) drain() {
 func (ss *session) writeFailed(err error) {
 	switch {
 	case errors.Is(err, errTooFarBehind):
+		ss.s.metrics.farClosed.Inc()
 		ss.ws.Close(websocket.StatusTryAgainLater, "too far behind; reconnect with your cursor")
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		ss.s.metrics.slowClosed.Inc()
