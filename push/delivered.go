@@ -8,8 +8,8 @@ import "slices"
 // one. It is the single rule by which frames are skipped: a snapshot, a
 // replay from the table and the live stream all pass their frames through
 // redundant, and a frame is dropped only when writing it would change
-// nothing the client holds. It is owned by the connection's writer and not
-// safe for concurrent use.
+// nothing the client holds by the end of its batch. It is owned by the
+// connection's writer and not safe for concurrent use.
 //
 // Why the last frame per row, not the set of every (id, changed_xid) ever
 // written: frames do not reach a connection in the order their rows were
@@ -18,7 +18,8 @@ import "slices"
 // frame of B that follows must not be skipped, though (7, B) was written
 // once. And why the unread count too: every frame carries the count read in
 // the same snapshot as its row, so a frame that repeats a row's version may
-// still bring a newer count, which the client must get.
+// still bring a newer count, which the client must get — from that frame, or
+// from a later one of the same batch (see redundant).
 //
 // The rows a ready frame listed are kept apart, in a slice of their own
 // (see wroteRow), until a later frame of the row moves it to the map: every
@@ -71,11 +72,21 @@ func newDelivered(max int) *delivered {
 }
 
 // redundant reports whether writing f would change nothing the client
-// holds: f is a row or deletion frame for a row whose last frame written
-// was the same version (or also a deletion), with the same unread count.
-// Frames of other kinds are never redundant.
-func (d *delivered) redundant(f *frame) bool {
-	if f.rowID == 0 || !d.hasUnread || f.unread != d.unread {
+// holds once its batch is written: f is a row or deletion frame for a row
+// whose last frame written was the same version (or also a deletion), and
+// either f's unread count is the one the client holds, or countFollows: a
+// later frame of the same batch carries a count (see lastCounted), which
+// replaces f's before the batch ends. Frames of other kinds are never
+// redundant.
+//
+// Why a later frame's count may replace f's: a batch is a replay page,
+// read in one snapshot, or live frames in the order their transactions
+// committed, so a later frame's count is at least as new. The last frame
+// of a batch that carries a count is offered with countFollows false, and
+// so is written whenever its count is not the client's: the client ends
+// each batch with its last count.
+func (d *delivered) redundant(f *frame, countFollows bool) bool {
+	if f.rowID == 0 || !d.hasUnread || (f.unread != d.unread && !countFollows) {
 		return false
 	}
 	if v, ok := d.rows[f.rowID]; ok {
@@ -87,6 +98,18 @@ func (d *delivered) redundant(f *frame) bool {
 		}
 	}
 	return false
+}
+
+// lastCounted returns the index of the last frame of a batch that carries
+// an unread count, or -1: a frame before it is offered to redundant with
+// countFollows.
+func lastCounted(frames []frame) int {
+	for i := len(frames) - 1; i >= 0; i-- {
+		if frames[i].hasUnread {
+			return i
+		}
+	}
+	return -1
 }
 
 // wrote records that f was written.

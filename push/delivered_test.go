@@ -39,7 +39,7 @@ func offer(t *testing.T, d *delivered, steps []step) {
 	t.Helper()
 	for i, s := range steps {
 		f := s.f
-		written := !d.redundant(&f)
+		written := !d.redundant(&f, false)
 		if written {
 			d.wrote(&f)
 		}
@@ -139,7 +139,7 @@ func TestDeliveredListedRowsFollowTheirLastFrame(t *testing.T) {
 		forgotten bool
 	}{{1, 10, true}, {2, 30, false}} {
 		f := rowF(s.id, s.xid, 0)
-		if got := d.redundant(&f); got == s.forgotten {
+		if got := d.redundant(&f, false); got == s.forgotten {
 			t.Errorf("listed row %d@%d: redundant = %v, want %v", s.id, s.xid, got, !got)
 		}
 	}
@@ -179,7 +179,7 @@ func TestDeliveredOtherFramesAreNeverRedundant(t *testing.T) {
 	offer(t, d, []step{{"pong", pong, true}, {"pong again", pong, true}})
 	// A frame before any count is known is written.
 	f := frame{b: []byte("row"), rowID: 1, xid: 1}
-	if d.redundant(&f) {
+	if d.redundant(&f, false) || d.redundant(&f, true) {
 		t.Fatal("a row frame without a known count was redundant")
 	}
 }
@@ -217,7 +217,7 @@ func TestDeliveredWhenFullErrsTowardsDuplicates(t *testing.T) {
 		t.Fatalf("%d rows tracked after a full reset, want 1", len(d.rows))
 	}
 	again := liveF(2, 30, 0, 30)
-	if d.redundant(&again) {
+	if d.redundant(&again, false) {
 		t.Fatal("a forgotten row's frame was skipped")
 	}
 }
@@ -237,5 +237,62 @@ func TestDeliveredInsertedRowIsNotTheTablesVersion(t *testing.T) {
 		// is not skipped.
 		{"the inserted version after a replay", liveF(5, 100|insertedVersion, 1, 100), true},
 		{"the later statement's frame", liveF(5, 100, 1, 100), true},
+	})
+}
+
+// offerBatch passes one batch through d the way writeFrames does, checks
+// each verdict, and that the client ends the batch with the count of its
+// last frame that carries one.
+func offerBatch(t *testing.T, d *delivered, name string, steps []step) {
+	t.Helper()
+	frames := make([]frame, len(steps))
+	for i, s := range steps {
+		frames[i] = s.f
+	}
+	last := lastCounted(frames)
+	for i, s := range steps {
+		written := !d.redundant(&frames[i], i < last)
+		if written {
+			d.wrote(&frames[i])
+		}
+		if written != s.write {
+			t.Errorf("%s, frame %d (%s): written = %v, want %v", name, i, s.name, written, s.write)
+		}
+	}
+	if last >= 0 && d.unread != frames[last].unread {
+		t.Errorf("%s: the client ends with count %d, the batch's last is %d", name, d.unread, frames[last].unread)
+	}
+}
+
+func TestDeliveredABatchBringsItsCountOnce(t *testing.T) {
+	// A second catch-up reads rows the client holds in the same versions,
+	// after a new row raised the user's count: one frame of the page
+	// brings the count, the last.
+	d := newDelivered(trackedRows)
+	offerBatch(t, d, "first page", []step{
+		{"1", rowF(1, 10, 3), true}, {"2", rowF(2, 10, 3), true}, {"3", rowF(3, 10, 3), true},
+	})
+	offerBatch(t, d, "the page again, a newer count", []step{
+		{"1", rowF(1, 10, 4), false}, {"2", rowF(2, 10, 4), false}, {"3, the last", rowF(3, 10, 4), true},
+	})
+	offerBatch(t, d, "the page again", []step{
+		{"1", rowF(1, 10, 4), false}, {"2", rowF(2, 10, 4), false}, {"3", rowF(3, 10, 4), false},
+	})
+	offerBatch(t, d, "a held row and a new one", []step{
+		{"1, held", rowF(1, 10, 5), false}, {"9, new", rowF(9, 12, 5), true},
+	})
+	// Live frames in commit order: a read marked then unmarked, say. The
+	// client ends with the last count, which it holds already.
+	offerBatch(t, d, "live, the count back where it was", []step{
+		{"1 held, count 6", liveF(1, 10, 6, 20), false}, {"2 held, count 5", liveF(2, 10, 5, 21), false},
+	})
+	// A frame that changes the row is written whatever follows it.
+	offerBatch(t, d, "a new version before a held row", []step{
+		{"2 updated", liveF(2, 14, 4, 22), true}, {"3 held, count 4", liveF(3, 10, 4, 22), false},
+	})
+	// Frames without a count after a held row do not bring it one.
+	pong := frame{b: []byte(`{"type":"pong"}`)}
+	offerBatch(t, d, "a held row, then a pong", []step{
+		{"1 held, count 7", rowF(1, 10, 7), true}, {"pong", pong, true},
 	})
 }

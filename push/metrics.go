@@ -59,7 +59,7 @@ func newMetrics(connections func() float64) *metrics {
 			Name: "pgpush_notifications_dropped_total", Help: "Notifications the listener dropped because the dispatcher's queue was full; every connection then catches up from the table, deletions included.",
 		}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgpush_frames_skipped_total", Help: "Frames not written because the client held that version of the row and that unread count already (a replay overlapping live frames).",
+			Name: "pgpush_frames_skipped_total", Help: "Frames not written because the client held that version of the row already, and that unread count or a later frame of the same batch brings the count (a replay overlapping live frames).",
 		}),
 		badHints: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgpush_notifications_malformed_total", Help: "Notifications on the channel whose payload was not a pgpush hint.",

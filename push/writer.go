@@ -240,9 +240,10 @@ func (ss *session) writeFrames(ctx context.Context, frames []frame) (err error) 
 			err = uerr
 		}
 	}()
+	last := lastCounted(frames)
 	for i := range frames {
 		f := &frames[i]
-		if ss.sent.redundant(f) {
+		if ss.sent.redundant(f, i < last) {
 			ss.s.metrics.skipped.Inc()
 			continue
 		}
