@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -77,39 +78,57 @@ func TestMigrationsGoDownAndUpAgain(t *testing.T) {
 	}
 }
 
-// TestTruncateResyncGoesDownExactly: migrating 00008 down leaves the
-// functions it replaced as 00007 made them (bodies, settings, security).
-func TestTruncateResyncGoesDownExactly(t *testing.T) {
+// Migrating 00008 or 00009 down leaves the functions it replaced as the
+// migration before made them (bodies, settings, security, comments).
+func TestFunctionMigrationsGoDownExactly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		version   int64
+		functions []string
+	}{
+		{8, []string{"notifications_count", "notifications_hint_reset"}},
+		{9, []string{"notifications_unread_recount"}},
+	} {
+		t.Run(fmt.Sprintf("%05d", tc.version), func(t *testing.T) {
+			t.Parallel()
+			goesDownExactly(t, tc.version, tc.functions)
+		})
+	}
+}
+
+// goesDownExactly migrates to version-1, then up to version and down again,
+// and compares the named functions with what version-1 made them.
+func goesDownExactly(t *testing.T, version int64, names []string) {
 	ctx := context.Background()
 	pool, p := migratedDB(t)
 	functions := func() string {
 		t.Helper()
 		var defs string
 		err := pool.QueryRow(ctx, `SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(obj_description(p.oid, 'pg_proc'), ''), E'\n' ORDER BY p.proname)
-			FROM pg_proc p WHERE p.proname IN ('notifications_count', 'notifications_hint_reset')`).Scan(&defs)
+			FROM pg_proc p WHERE p.proname = ANY($1)`, names).Scan(&defs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return defs
 	}
-	if _, err := p.DownTo(ctx, 6); err != nil {
-		t.Fatalf("down to 6: %v", err)
+	if _, err := p.DownTo(ctx, version-2); err != nil {
+		t.Fatalf("down to %d: %v", version-2, err)
 	}
-	if _, err := p.UpTo(ctx, 7); err != nil {
-		t.Fatalf("up to 7: %v", err)
+	if _, err := p.UpTo(ctx, version-1); err != nil {
+		t.Fatalf("up to %d: %v", version-1, err)
 	}
-	at7 := functions()
-	if _, err := p.UpTo(ctx, 8); err != nil {
-		t.Fatalf("up to 8: %v", err)
+	before := functions()
+	if _, err := p.UpTo(ctx, version); err != nil {
+		t.Fatalf("up to %d: %v", version, err)
 	}
-	if functions() == at7 {
-		t.Fatal("00008 changed neither function")
+	if functions() == before {
+		t.Fatalf("%05d changed none of %v", version, names)
 	}
-	if _, err := p.DownTo(ctx, 7); err != nil {
-		t.Fatalf("down to 7: %v", err)
+	if _, err := p.DownTo(ctx, version-1); err != nil {
+		t.Fatalf("down to %d: %v", version-1, err)
 	}
-	if got := functions(); got != at7 {
-		t.Errorf("after 00008 down:\n%s\nwant 00007's:\n%s", got, at7)
+	if got := functions(); got != before {
+		t.Errorf("after %05d down:\n%s\nwant %05d's:\n%s", version, got, version-1, before)
 	}
 }
 

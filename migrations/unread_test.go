@@ -201,3 +201,63 @@ func TestUnreadCountsStayExact(t *testing.T) {
 		t.Fatalf("after the recount: %v", d)
 	}
 }
+
+// A writer whose transaction began before a recount and whose INSERT waited
+// for the recount's lock is counted once the recount is done, without a
+// fold: its ledger row is not below the recount's mark.
+func TestRecountCountsAWriterThatWaitedForIt(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := dbtest.Pool(t, dbtest.NewDB(t))
+	if _, err := pool.Exec(ctx, "INSERT INTO notifications (user_id, title) VALUES ('u1', 'before')"); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(ctx)
+	// The writer's transaction takes its id before the recount's.
+	var writerPID int32
+	var writerXid string
+	if err := writer.QueryRow(ctx, "SELECT pg_backend_pid(), pg_current_xact_id()::text").Scan(&writerPID, &writerXid); err != nil {
+		t.Fatal(err)
+	}
+	recount, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recount.Rollback(ctx)
+	if _, err := recount.Exec(ctx, "SELECT notifications_unread_recount()"); err != nil {
+		t.Fatal(err)
+	}
+	inserted := make(chan error, 1)
+	go func() {
+		_, err := writer.Exec(ctx, "INSERT INTO notifications (user_id, title) VALUES ('u1', 'waited')")
+		inserted <- err
+	}()
+	// The INSERT waits for the recount's lock on the table.
+	for waiting := false; !waiting; {
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks
+			WHERE pid = $1 AND NOT granted AND relation = 'notifications'::regclass)`, writerPID).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-inserted:
+			t.Fatalf("the INSERT did not wait for the recount: %v", err)
+		default:
+		}
+	}
+	if err := recount.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inserted; err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := countDiff(t, pool); len(d) > 0 {
+		t.Fatalf("after the recount and the writer that waited for it: %v", d)
+	}
+}
