@@ -353,17 +353,20 @@ func TestDeletionsWhoseHintsWereDroppedAreCaughtUp(t *testing.T) {
 //
 // PostgreSQL looks for a deadlock once per wait, deadlock_timeout after the
 // wait began, and aborts the one that looks. So that pgpush's statement is
-// the one, whatever the machine's load, the server's sessions look after 5 s
-// (time for the writer to close the cycle) and the writer's after a minute.
+// the one, whatever the machine's load, the server's sessions look after 20 s
+// (time for the writer to close the cycle; 5 s was too short under -race on
+// a busy machine) and the writer's after a minute; and the server's
+// statements may take a minute, since its request's budget
+// (StatementTimeout) covers the wait, the deadlock and the retry.
 func TestMarkReadSurvivesADeadlock(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewDB(t)
 	if strings.Contains(url, "?") {
-		url += "&deadlock_timeout=5s"
+		url += "&deadlock_timeout=20s"
 	} else {
-		url += "?deadlock_timeout=5s"
+		url += "?deadlock_timeout=20s"
 	}
-	e := newEnvOn(t, url, nil)
+	e := newEnvOn(t, url, func(c *push.Config) { c.StatementTimeout = time.Minute })
 	ctx := context.Background()
 	first := e.insert("alice", "one")
 	second := e.insert("alice", "two")
@@ -381,7 +384,7 @@ func TestMarkReadSurvivesADeadlock(t *testing.T) {
 	done := make(chan response, 1)
 	go func() { done <- e.do("POST", "/v1/notifications/read", token(t, "alice"), `{"all":true}`, nil) }()
 	// pgpush's UPDATE has taken the first row and waits for the second.
-	waitUntil(t, 10*time.Second, "mark read to wait for the held row", func() bool {
+	waitUntil(t, 15*time.Second, "mark read to wait for the held row", func() bool {
 		var n int
 		err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE wait_event_type = 'Lock' AND query LIKE '%read_at = now()%'`).Scan(&n)
