@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -237,7 +238,11 @@ func TestRecountCountsAWriterThatWaitedForIt(t *testing.T) {
 		inserted <- err
 	}()
 	// The INSERT waits for the recount's lock on the table.
+	deadline := time.Now().Add(30 * time.Second)
 	for waiting := false; !waiting; {
+		if time.Now().After(deadline) {
+			t.Fatal("the INSERT is not waiting for the recount's lock after 30 s")
+		}
 		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks
 			WHERE pid = $1 AND NOT granted AND relation = 'notifications'::regclass)`, writerPID).Scan(&waiting); err != nil {
 			t.Fatal(err)
@@ -258,6 +263,6 @@ func TestRecountCountsAWriterThatWaitedForIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := countDiff(t, pool); len(d) > 0 {
-		t.Fatalf("after the recount and the writer that waited for it: %v", d)
+		t.Fatalf("after the recount and the writer (xid %s) that waited for it: %v", writerXid, d)
 	}
 }

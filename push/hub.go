@@ -154,7 +154,7 @@ func (h *hub) closeAll(code websocket.StatusCode, reason string) {
 }
 
 // working reports whether a connection has a writer running or is behind:
-// frames are on their way, or a catch-up is.
+// frames are on their way, or a catch-up is. Tests ask it through Quiet.
 func (h *hub) working() bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
