@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -123,6 +124,19 @@ func check(t *testing.T, o bench.Options) *bench.Result {
 	if res.Postgres == nil || res.Postgres.CPUSeconds < 0 || res.Postgres.WALBytes == nil ||
 		*res.Postgres.WALBytes < 0 || (o.Scenario != bench.Idle && *res.Postgres.WALBytes == 0) {
 		t.Errorf("postgres readings %+v: want CPU and the WAL the rows wrote", res.Postgres)
+	}
+	if res.Postgres != nil {
+		var sum float64
+		for _, cpu := range res.Postgres.CPUByRole {
+			sum += cpu
+		}
+		if math.Abs(sum-res.Postgres.CPUSeconds) > 1e-6 {
+			t.Errorf("postgres CPU by role %v adds up to %.3f s, not %.3f", res.Postgres.CPUByRole, sum, res.Postgres.CPUSeconds)
+		}
+		// The writers connect, warm up and insert within the phase.
+		if o.Scenario != bench.Idle && res.Postgres.CPUByRole["writers"] <= 0 {
+			t.Errorf("postgres CPU by role %v: no writers' CPU", res.Postgres.CPUByRole)
+		}
 	}
 	return res
 }

@@ -30,6 +30,8 @@ import (
 const (
 	floorTable   = "bench_floor"
 	floorChannel = "bench_floor"
+	// floorApplicationName names the floor's session in pg_stat_activity.
+	floorApplicationName = "pgpush-bench-floor"
 	// floorSchema is the floor's table, with the columns the writers fill,
 	// and its trigger: the payload is the user id, a newline and the frame.
 	floorSchema = `
@@ -116,7 +118,12 @@ const FloorCommand = "floor-server"
 func ServeFloor(ctx context.Context, databaseURL, addr string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, databaseURL)
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	cfg.RuntimeParams["application_name"] = floorApplicationName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

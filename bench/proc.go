@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc/<pid>/stat. Go cannot
@@ -100,18 +101,33 @@ func readProcMemory(pid int) (procMemory, error) {
 	return m, nil
 }
 
-// postgresCPU returns the CPU seconds used so far by the cluster whose
-// postmaster is pid: the postmaster's own, that of the children it has
-// reaped (backends that have exited), and that of its live children.
-func postgresCPU(postmaster int) (float64, error) {
+// pgProcs is the CPU the cluster's processes had used at one moment.
+type pgProcs struct {
+	postmaster float64         // the postmaster's own
+	reaped     float64         // that of its children that have exited
+	live       map[int]float64 // that of its live children, by pid
+}
+
+func (p pgProcs) total() float64 {
+	t := p.postmaster + p.reaped
+	for _, cpu := range p.live {
+		t += cpu
+	}
+	return t
+}
+
+// readPGProcs reads the CPU used so far by the cluster whose postmaster is
+// pid: the postmaster's own, that of the children it has reaped (backends
+// that have exited), and that of each live child.
+func readPGProcs(postmaster int) (pgProcs, error) {
 	pm, err := readProcStat(postmaster)
 	if err != nil {
-		return 0, err
+		return pgProcs{}, err
 	}
-	total := pm.cpu + pm.children
+	p := pgProcs{postmaster: pm.cpu, reaped: pm.children, live: make(map[int]float64)}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, err
+		return pgProcs{}, err
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -122,9 +138,88 @@ func postgresCPU(postmaster int) (float64, error) {
 		if err != nil || st.ppid != postmaster {
 			continue // gone meanwhile, or not ours
 		}
-		total += st.cpu
+		p.live[pid] = st.cpu
 	}
-	return total, nil
+	return p, nil
+}
+
+// The roles cpuByRole reports besides PostgreSQL's own process kinds.
+const (
+	roleWriters    = "writers"           // the bench's writing sessions
+	rolePgpush     = "pgpush's sessions" // the server's pool and listener
+	roleFloor      = "floor's session"   // the floor's LISTEN connection
+	roleSessions   = "other sessions"    // the bench's own queries, anyone else's
+	roleExited     = "exited"            // processes that ended between the readings
+	rolePostmaster = "postmaster"
+	roleUnknown    = "other"
+)
+
+// roleOf names what a process of pg_stat_activity is there for.
+func roleOf(backendType, applicationName string) string {
+	switch {
+	case strings.HasPrefix(backendType, "autovacuum"):
+		return "autovacuum"
+	case backendType != "client backend":
+		return backendType
+	case applicationName == writerApplicationName:
+		return roleWriters
+	case applicationName == floorApplicationName:
+		return roleFloor
+	case strings.HasPrefix(applicationName, "pgpush"):
+		return rolePgpush
+	default:
+		return roleSessions
+	}
+}
+
+// cpuByRole splits the CPU the cluster used between two readings by what
+// its processes are (roles, by pid; a pid without one is "other"); the
+// role of every process live at the second reading is there, if only with
+// 0. A
+// process that ended meanwhile is known only by what its parent reaped, so
+// the CPU of all of those is "exited". The parts add up to the difference of
+// the two totals.
+func cpuByRole(before, after pgProcs, roles map[int]string) map[string]float64 {
+	out := make(map[string]float64)
+	add := func(role string, cpu float64) {
+		if cpu != 0 {
+			out[role] += cpu
+		}
+	}
+	add(rolePostmaster, after.postmaster-before.postmaster)
+	exited := after.reaped - before.reaped
+	for pid, cpu := range before.live {
+		if _, ok := after.live[pid]; !ok {
+			exited -= cpu // counted before, and in reaped since
+		}
+	}
+	add(roleExited, exited)
+	// Every live process's role is there, if only with 0: what ran.
+	for pid, cpu := range after.live {
+		role := roles[pid]
+		if role == "" {
+			role = roleUnknown
+		}
+		out[role] += cpu - before.live[pid]
+	}
+	return out
+}
+
+// pgRoles reads the role of each of the cluster's processes that
+// pg_stat_activity shows.
+func pgRoles(ctx context.Context, pool *pgxpool.Pool) (map[int]string, error) {
+	rows, err := pool.Query(ctx, `SELECT pid, coalesce(backend_type, ''), coalesce(application_name, '') FROM pg_stat_activity`)
+	if err != nil {
+		return nil, err
+	}
+	roles := make(map[int]string)
+	var pid int
+	var backendType, app string
+	_, err = pgx.ForEachRow(rows, []any{&pid, &backendType, &app}, func() error {
+		roles[pid] = roleOf(backendType, app)
+		return nil
+	})
+	return roles, err
 }
 
 // findPostmaster returns the pid of the postmaster serving conn, if it runs

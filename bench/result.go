@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -315,6 +317,10 @@ type Load struct {
 type PostgresStats struct {
 	// CPUSeconds sums the postmaster and its children, live and exited.
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUByRole splits CPUSeconds by what the processes are: the writers'
+	// sessions, pgpush's or the floor's, PostgreSQL's own (walwriter,
+	// checkpointer, autovacuum, ...), and those that exited meanwhile.
+	CPUByRole map[string]float64 `json:"cpu_by_role,omitempty"`
 	// WALBytes is the WAL the cluster wrote over the measured phase (after
 	// a checkpoint, when self-contained: full-page images included); for
 	// idle, over the hold, before the rows.
@@ -539,11 +545,57 @@ func (res *Result) writeComparison(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-20s %12s %12s %9s\n", f.name, cell(b, ok2), cell(p, ok1), ratio)
 	}
+	writeRoleRows(w, res, fl)
 	if res.OK {
 		fmt.Fprintln(w, "result:      OK: every row delivered exactly once, by both")
 	} else {
 		fmt.Fprintln(w, "result:      FAILED")
 	}
+}
+
+// writeRoleRows adds PostgreSQL's CPU per row by role to the side-by-side
+// table, in the order of pgpush's figures, most first.
+func writeRoleRows(w io.Writer, res, fl *Result) {
+	if res.Postgres == nil || fl.Postgres == nil || res.Rows == 0 || fl.Rows == 0 {
+		return
+	}
+	p, b := res.Postgres.CPUByRole, fl.Postgres.CPUByRole
+	all := maps.Clone(p)
+	for role := range b {
+		if _, ok := all[role]; !ok {
+			all[role] = 0
+		}
+	}
+	for _, role := range rolesByCPU(all) {
+		pm := p[role] * 1e3 / float64(res.Rows)
+		bm := b[role] * 1e3 / float64(fl.Rows)
+		ratio := "—"
+		if bm > 0 {
+			ratio = fmt.Sprintf("%.2f×", pm/bm)
+		}
+		fmt.Fprintf(w, "  %-20s %12.3f %12.3f %9s\n", "  "+role, bm, pm, ratio)
+	}
+}
+
+// rolesByCPU lists the roles of byRole, most CPU first.
+func rolesByCPU(byRole map[string]float64) []string {
+	roles := slices.Collect(maps.Keys(byRole))
+	slices.SortFunc(roles, func(a, b string) int {
+		if c := cmp.Compare(byRole[b], byRole[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return roles
+}
+
+// byRoleLine is PostgreSQL's CPU by role, most first, as text.
+func byRoleLine(byRole map[string]float64) string {
+	var parts []string
+	for _, role := range rolesByCPU(byRole) {
+		parts = append(parts, fmt.Sprintf("%s %.2f", role, byRole[role]))
+	}
+	return strings.Join(parts, ", ") + " CPU-s"
 }
 
 // durability says in a word how the server's settings treat a commit.
@@ -673,6 +725,9 @@ func (res *Result) writeOne(w io.Writer) {
 		}
 	}
 	pf("postgres:    %s; bench client: %.2f CPU-s", pgCPU, res.ClientCPUSeconds)
+	if res.Postgres != nil && len(res.Postgres.CPUByRole) > 0 {
+		pf("pg by role:  %s", byRoleLine(res.Postgres.CPUByRole))
+	}
 	if len(res.Statements) > 0 {
 		pf("statements:  pg_stat_statements over the measured phase, most time first (exec+plan ms total, calls, mean exec ms, rows, buffers per call):")
 		for _, s := range res.Statements {

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgpush/pgpush/push/auth"
@@ -52,6 +54,8 @@ type run struct {
 	// stopWaits ends the sampling of wait events and returns them
 	// (--pg-profile).
 	stopWaits func() []WaitEvent
+	// writers are the writers' sessions, open until the phase's end.
+	writers []*pgx.Conn
 
 	fleet *fleet
 	send  sendResult
@@ -110,6 +114,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	stopProgress()
 
 	if o.Compare == CompareFloor {
+		// pgpush's server must not run beside the floor: its listening
+		// session would read every NOTIFY of the floor's too (PostgreSQL's
+		// listeners all read one queue), on the floor's account.
+		if err := t.stopServer(); err != nil {
+			logger.Warn("stop the pgpush server before the floor", "err", err)
+		}
 		f := newRun(o, logger, targetFloor)
 		stopFloor := f.startProgress()
 		defer stopFloor()
@@ -280,6 +290,7 @@ func (r *run) execute(ctx context.Context, res *Result) error {
 	var before snapshot
 	table := r.beginPhase(ctx)
 	defer r.endPhase(ctx, res, table)
+	defer r.closeWriters()
 	if o.Scenario == Idle {
 		// Let the server's start-up settle before the baseline reading.
 		if err := sleep(ctx, 200*time.Millisecond); err != nil {
@@ -379,7 +390,8 @@ func (r *run) drain(ctx context.Context, lastCommit int64) {
 type snapshot struct {
 	serverCPU float64
 	mem       procMemory
-	pgCPU     float64
+	pg        pgProcs
+	pgRoles   map[int]string // by pid, from pg_stat_activity
 	self      float64
 	machine   cpuTimes // of the whole machine; zero if unknown
 	at        time.Time
@@ -401,8 +413,11 @@ func (r *run) snap(ctx context.Context) snapshot {
 		}
 	}
 	if pm := r.t.postmaster; pm != 0 {
-		if cpu, err := postgresCPU(pm); err == nil {
-			s.pgCPU, s.ok.pg = cpu, true
+		if p, err := readPGProcs(pm); err == nil {
+			s.pg, s.ok.pg = p, true
+			if s.pgRoles, err = pgRoles(ctx, r.t.pool); err != nil {
+				r.log.Warn("cannot read pg_stat_activity", "err", err)
+			}
 		}
 	}
 	// The WAL written meanwhile: the writers' rows, pgpush's or the
@@ -439,7 +454,15 @@ func (r *run) postgresStats(before, after snapshot) *PostgresStats {
 	if !before.ok.pg || !after.ok.pg {
 		return nil
 	}
-	p := &PostgresStats{CPUSeconds: after.pgCPU - before.pgCPU}
+	roles := maps.Clone(before.pgRoles)
+	if roles == nil {
+		roles = make(map[int]string)
+	}
+	maps.Copy(roles, after.pgRoles)
+	p := &PostgresStats{
+		CPUSeconds: after.pg.total() - before.pg.total(),
+		CPUByRole:  cpuByRole(before.pg, after.pg, roles),
+	}
 	if before.ok.wal && after.ok.wal {
 		wal := after.walLSN - before.walLSN
 		p.WALBytes = &wal

@@ -228,13 +228,20 @@ func serverBinary(o *Options) (string, error) {
 	return bin, nil
 }
 
+// stopServer stops a self-contained run's server, leaving PostgreSQL
+// running. It is idempotent.
+func (t *target) stopServer() error {
+	if t.server == nil {
+		return nil
+	}
+	err := t.server.stop()
+	t.server, t.serverPID = nil, 0
+	return err
+}
+
 // close stops what startTarget started. It is idempotent.
 func (t *target) close() error {
-	var errs []error
-	if t.server != nil {
-		errs = append(errs, t.server.stop())
-		t.server = nil
-	}
+	errs := []error{t.stopServer()}
 	if t.pool != nil {
 		t.pool.Close()
 		t.pool = nil

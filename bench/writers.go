@@ -57,7 +57,6 @@ type sendResult struct {
 func (r *run) sendSteady(ctx context.Context) sendResult {
 	o := &r.o
 	conns, err := r.connectWriters(ctx, o.Writers)
-	defer closeConns(conns)
 	if err != nil {
 		return sendResult{err: err}
 	}
@@ -139,7 +138,6 @@ func (r *run) sendSteady(ctx context.Context) sendResult {
 // moment just before the statement was sent.
 func (r *run) sendBurst(ctx context.Context) sendResult {
 	conns, err := r.connectWriters(ctx, 1)
-	defer closeConns(conns)
 	if err != nil {
 		return sendResult{err: err}
 	}
@@ -165,14 +163,21 @@ func (r *run) sendBurst(ctx context.Context) sendResult {
 	return res
 }
 
+// writerApplicationName names the writers' sessions in pg_stat_activity.
+const writerApplicationName = "pgpush-bench"
+
+// connectWriters opens n writers' sessions. They stay open until
+// closeWriters, so that the phase's last reading still finds their backends
+// and can name their CPU.
 func (r *run) connectWriters(ctx context.Context, n int) ([]*pgx.Conn, error) {
 	conns := make([]*pgx.Conn, 0, n)
+	defer func() { r.writers = append(r.writers, conns...) }()
 	for range n {
 		cfg, err := pgx.ParseConfig(r.t.databaseURL)
 		if err != nil {
 			return conns, fmt.Errorf("database url: %w", err)
 		}
-		cfg.RuntimeParams["application_name"] = "pgpush-bench"
+		cfg.RuntimeParams["application_name"] = writerApplicationName
 		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			return conns, fmt.Errorf("connect a writer: %w", err)
@@ -210,12 +215,14 @@ func (r *run) warmWriter(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-func closeConns(conns []*pgx.Conn) {
+// closeWriters closes the sessions connectWriters opened.
+func (r *run) closeWriters() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, c := range conns {
+	for _, c := range r.writers {
 		c.Close(ctx)
 	}
+	r.writers = nil
 }
 
 // deleteRows removes the run's rows from a running server's table.

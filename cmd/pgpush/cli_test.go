@@ -170,6 +170,16 @@ func TestBenchRunsAndMedians(t *testing.T) {
 	}
 }
 
+// hasRoles says whether byRole names every one of roles.
+func hasRoles(byRole map[string]float64, roles ...string) bool {
+	for _, r := range roles {
+		if _, ok := byRole[r]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // TestBenchDurableHistoryAndFloor runs the default (durable) cluster with
 // history and the floor beside pgpush, and a --fast one on a fresh table,
 // and checks that each result says which it measured.
@@ -192,7 +202,10 @@ func TestBenchDurableHistoryAndFloor(t *testing.T) {
 		Delivered        int64             `json:"delivered"`
 		PostgresDurable  *bool             `json:"postgres_durable"`
 		PostgresSettings map[string]string `json:"postgres_settings"`
-		Table            *struct {
+		Postgres         *struct {
+			CPUByRole map[string]float64 `json:"cpu_by_role"`
+		} `json:"postgres"`
+		Table *struct {
 			Name           string `json:"name"`
 			HistoryRows    int    `json:"history_rows"`
 			Rows           int64  `json:"rows"`
@@ -228,6 +241,12 @@ func TestBenchDurableHistoryAndFloor(t *testing.T) {
 				t.Errorf("%s table %+v: want 500 history rows, analyzed", r.Target, r.Table)
 			}
 		}
+		// pgpush's server is stopped before the floor's phase: its
+		// listening session would read the floor's notifications too.
+		if p, f := got.Postgres, got.Floor.Postgres; p == nil || f == nil || !hasRoles(p.CPUByRole, "writers", "pgpush's sessions") ||
+			!hasRoles(f.CPUByRole, "writers", "floor's session") || hasRoles(f.CPUByRole, "pgpush's sessions") || hasRoles(p.CPUByRole, "floor's session") {
+			t.Errorf("PostgreSQL's CPU by role: pgpush's run %+v, the floor's %+v", p, f)
+		}
 		if got.Target != "pgpush" || got.Floor.Target != "floor" || got.Table.Name != "notifications" || got.Floor.Table.Name == "notifications" {
 			t.Errorf("targets %q on %+v and %q on %+v", got.Target, got.Table, got.Floor.Target, got.Floor.Table)
 		}
@@ -235,7 +254,7 @@ func TestBenchDurableHistoryAndFloor(t *testing.T) {
 			got.Ratios.WALPerRow == nil || *got.Ratios.WALPerRow <= 0 {
 			t.Errorf("ratios %+v", got.Ratios)
 		}
-		for _, want := range []string{"DURABLE (fsync on, synchronous_commit on, full_page_writes on)", "500 older rows", "compared (steady, durable", "latency p50 ms", "WAL bytes/row", "bytes per row"} {
+		for _, want := range []string{"DURABLE (fsync on, synchronous_commit on, full_page_writes on)", "500 older rows", "compared (steady, durable", "latency p50 ms", "WAL bytes/row", "bytes per row", "pg by role:  "} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("summary lacks %q:\n%s", want, stderr)
 			}
