@@ -554,7 +554,8 @@ func (res *Result) writeComparison(w io.Writer) {
 }
 
 // writeRoleRows adds PostgreSQL's CPU per row by role to the side-by-side
-// table, in the order of pgpush's figures, most first.
+// table, in the order of pgpush's figures, most first, leaving out the
+// roles that used next to nothing on both sides.
 func writeRoleRows(w io.Writer, res, fl *Result) {
 	if res.Postgres == nil || fl.Postgres == nil || res.Rows == 0 || fl.Rows == 0 {
 		return
@@ -569,6 +570,9 @@ func writeRoleRows(w io.Writer, res, fl *Result) {
 	for _, role := range rolesByCPU(all) {
 		pm := p[role] * 1e3 / float64(res.Rows)
 		bm := b[role] * 1e3 / float64(fl.Rows)
+		if pm < 0.0005 && bm < 0.0005 {
+			continue // 0.000 on both sides
+		}
 		ratio := "—"
 		if bm > 0 {
 			ratio = fmt.Sprintf("%.2f×", pm/bm)

@@ -37,3 +37,30 @@ func TestBySecondOf(t *testing.T) {
 		t.Errorf("text:\n%s", line)
 	}
 }
+
+// The side-by-side table gives PostgreSQL's CPU per row by role, in the
+// order of pgpush's figures, and leaves out what used nothing on either side.
+func TestWriteRoleRows(t *testing.T) {
+	t.Parallel()
+	pgpush := &Result{Rows: 1000, Postgres: &PostgresStats{CPUByRole: map[string]float64{
+		roleWriters: 0.6, rolePgpush: 0.08, "walwriter": 0.0001, "checkpointer": 0}}}
+	floor := &Result{Rows: 2000, Postgres: &PostgresStats{CPUByRole: map[string]float64{
+		roleWriters: 0.8, roleFloor: 0.1, "checkpointer": 0}}}
+	var b strings.Builder
+	writeRoleRows(&b, pgpush, floor)
+	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	want := [][]string{
+		{roleWriters, "0.400", "0.600", "1.50×"},
+		{rolePgpush, "0.000", "0.080", "—"},
+		{roleFloor, "0.050", "0.000", "0.00×"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d rows, want %d:\n%s", len(lines), len(want), b.String())
+	}
+	for i, w := range want {
+		f := strings.Fields(lines[i])
+		if got := f[len(f)-3:]; strings.Join(got, " ") != strings.Join(w[1:], " ") || !strings.HasPrefix(strings.TrimSpace(lines[i]), w[0]) {
+			t.Errorf("row %d %q, want %v", i, lines[i], w)
+		}
+	}
+}
