@@ -1006,6 +1006,7 @@ type frameNote struct {
 	conn  int
 	at    time.Duration // since the run began
 	frame string        // trimmed
+	id    int64         // the row it is about, or 0
 }
 
 func (r *checkRun) addTab(ctx context.Context, wg *sync.WaitGroup, user string) {
@@ -1286,15 +1287,18 @@ func (tb *tab) apply(c *tabConn, b []byte, readySeen bool) (ready bool) {
 	}
 	if f.Unread != nil {
 		tb.unread, tb.hasUnread = *f.Unread, true
-		what := f.Type
+		what, id := f.Type, int64(0)
 		switch {
 		case f.Notification != nil:
-			what += fmt.Sprintf(" of row %d", f.Notification.ID)
+			id = f.Notification.ID
 		case f.Type == "deleted":
-			what += fmt.Sprintf(" of row %d", f.ID)
+			id = f.ID
+		}
+		if id != 0 {
+			what += fmt.Sprintf(" of row %d", id)
 		}
 		tb.recent = append(tb.recent, frameNote{conn: c.n, at: time.Since(tb.r.start),
-			frame: fmt.Sprintf("%s cursor %s unread %d", what, f.Cursor, *f.Unread)})
+			frame: fmt.Sprintf("%s cursor %s unread %d", what, f.Cursor, *f.Unread), id: id})
 		if len(tb.recent) > 16 {
 			tb.recent = slices.Delete(tb.recent, 0, len(tb.recent)-8)
 		}
@@ -1638,6 +1642,13 @@ func (r *checkRun) report(bad []tabReport, table map[int64]notification) string 
 				recent := tb.recent[max(0, len(tb.recent)-8):]
 				for _, f := range recent {
 					fmt.Fprintf(&b, "      got at %.3fs on conn %d: %s\n", f.at.Seconds(), f.conn, f.frame)
+				}
+				// Who wrote the rows of the last frames with a count.
+				for _, f := range recent[max(0, len(recent)-3):] {
+					txs := r.touched[f.id]
+					for _, x := range txs[max(0, len(txs)-3):] {
+						fmt.Fprintf(&b, "      row %d written by %s (COMMIT sent at %.3fs)\n", f.id, x, x.commitStart.Sub(r.start).Seconds())
+					}
 				}
 			}
 			if p.id == 0 {

@@ -567,6 +567,14 @@ func (d *dispatcher) fetch(ctx context.Context, ids []int64, accepting map[strin
 // connections, with each user's count after the row's change. A row that was
 // neither carried by the hint nor fetched (its user's connections all drop
 // frames, or it was deleted or moved since) gets no frame.
+//
+// A user of the batch's burst gets no frame at all, deletions included: its
+// connections were marked behind before the batch was routed, and a writer
+// may have taken that mark already and be replaying from the table. A frame
+// queued now would be written after that replay, and its count (as of a
+// transaction the replay saw) would replace the replay's newer one, with
+// nothing of this batch coming after to set it right. The replay covers
+// every row and deletion of the batch.
 func (d *dispatcher) route(it *item, rows []hintRow, users map[string]struct{}, burst map[string]bool, fetched map[int64]*db.Notification) {
 	d.advance(Cursor(it.h.Xmin))
 	d.applyDeltas(it, rows)
@@ -574,7 +582,7 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]struct{}, 
 		return
 	}
 	for _, r := range rows {
-		if _, ok := users[r.UserID]; !ok {
+		if _, ok := users[r.UserID]; !ok || burst[r.UserID] {
 			continue
 		}
 		c := d.counts[r.UserID]
@@ -588,7 +596,7 @@ func (d *dispatcher) route(it *item, rows []hintRow, users map[string]struct{}, 
 		case "c", "u":
 			n, version := fetched[r.ID], uint64(0)
 			switch {
-			case r.payload != nil && !burst[r.UserID]:
+			case r.payload != nil:
 				n, version = r.payload, it.h.Xid|insertedVersion
 			case n == nil || n.UserID != r.UserID:
 				continue
