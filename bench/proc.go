@@ -175,10 +175,9 @@ func roleOf(backendType, applicationName string) string {
 // cpuByRole splits the CPU the cluster used between two readings by what
 // its processes are (roles, by pid; a pid without one is "other"); the
 // role of every process live at the second reading is there, if only with
-// 0. A
-// process that ended meanwhile is known only by what its parent reaped, so
-// the CPU of all of those is "exited". The parts add up to the difference of
-// the two totals.
+// 0. A process that ended meanwhile is known only by what its parent
+// reaped, so the CPU of all of those is "exited". The parts add up to the
+// difference of the two totals.
 func cpuByRole(before, after pgProcs, roles map[int]string) map[string]float64 {
 	out := make(map[string]float64)
 	add := func(role string, cpu float64) {

@@ -454,11 +454,9 @@ func (r *run) postgresStats(before, after snapshot) *PostgresStats {
 	if !before.ok.pg || !after.ok.pg {
 		return nil
 	}
-	roles := maps.Clone(before.pgRoles)
-	if roles == nil {
-		roles = make(map[int]string)
-	}
-	maps.Copy(roles, after.pgRoles)
+	roles := make(map[int]string, len(after.pgRoles))
+	maps.Copy(roles, before.pgRoles)
+	maps.Copy(roles, after.pgRoles) // a pid's latest role wins
 	p := &PostgresStats{
 		CPUSeconds: after.pg.total() - before.pg.total(),
 		CPUByRole:  cpuByRole(before.pg, after.pg, roles),
